@@ -1,0 +1,73 @@
+"""`MAML`: model-agnostic meta-learning through `model.fit`."""
+
+from kerameta.src.api_export import kerameta_export
+from kerameta.src.models.meta_model import MetaModel
+
+
+@kerameta_export
+class MAML(MetaModel):
+    """Model-agnostic meta-learning (MAML) of any built Keras model.
+
+    `MAML` wraps a Keras model and meta-learns its initial weights so that a
+    few gradient steps on a new task's support set (the inner loop) give
+    low loss on that task's query set. It is a `keras.Model`: `compile`
+    takes the meta (outer) optimizer, the task loss and the query metrics;
+    `fit` meta-trains on batches of tasks; `evaluate` adapts to each task's
+    support set and scores its query set; `predict` returns the adapted
+    query predictions; `adapt` returns an adapted copy of the model for one
+    task. Weights never change in `evaluate`, `predict` or `adapt`.
+
+    A batch of tasks is `(x, query_y)` with `x` a dict of `support_x`,
+    `support_y` and `query_x`, each with a leading task axis. All tasks of a
+    batch adapt together, step by step, vectorized over the task axis where
+    the backend profits (`jax.vmap`, `torch.func`).
+
+    Batch normalization runs in training mode during adaptation and query
+    prediction (each task uses its own batch statistics, as in MAML), and
+    adaptation never changes the stored moving statistics.
+
+    Args:
+        model: a built `keras.Model`. Its trainable weights are
+            meta-learned and adapted.
+        inner_steps: number of inner-loop (adaptation) steps in training.
+            Defaults to `1`.
+        inner_learning_rate: step size of the inner-loop gradient descent.
+            Defaults to `0.01`.
+        evaluation_inner_steps: number of inner steps used by `evaluate`,
+            `predict` and `adapt`; often larger than `inner_steps`.
+            Defaults to `inner_steps`.
+        meta_gradient: how the outer gradient flows through the inner loop:
+            `"second_order"` (exact MAML), `"first_order"` (FOMAML) or a
+            `kerameta.meta_gradients.MetaGradient`. Defaults to
+            `"second_order"`.
+        vectorize_tasks: `"auto"`, `True` or `False`: whether tasks are
+            vectorized (`vmap`) or looped over. `"auto"` chooses from the
+            backend and the layers. Defaults to `"auto"`.
+        **kwargs: `name` and the other `keras.Model` arguments.
+
+    Example:
+
+    ```python
+    import keras
+    import kerameta
+
+    tasks = kerameta.data.SinusoidTasks(
+        shots=10, query_shots=10, tasks_per_batch=25, num_batches=10, seed=0
+    )
+    net = keras.Sequential([
+        keras.Input((1,)),
+        keras.layers.Dense(40, activation="relu"),
+        keras.layers.Dense(40, activation="relu"),
+        keras.layers.Dense(1),
+    ])
+    maml = kerameta.MAML(net, inner_steps=1, inner_learning_rate=0.01)
+    maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse",
+                 metrics=["mae"])
+    maml.fit(tasks, epochs=1)
+    ```
+
+    Reference:
+
+    - [Finn et al., 2017. Model-Agnostic Meta-Learning for Fast Adaptation
+      of Deep Networks](https://arxiv.org/abs/1703.03400)
+    """

@@ -1,0 +1,81 @@
+"""Developer and CI sessions: `nox -s tests` runs the suite on every backend.
+
+Each backend gets its own virtual environment holding that framework only,
+so the tests also prove that kerameta never needs the other two.
+"""
+
+import pathlib
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+BACKENDS = ["jax", "tensorflow", "torch"]
+TORCH_CPU = "torch==2.13.0"  # the CPU build; never let pip pick a CUDA one
+
+
+def _install_backend(session: nox.Session, backend: str, extras: str) -> None:
+    if backend == "torch":
+        session.install(TORCH_CPU)
+        session.run(
+            "python",
+            "-c",
+            "import sys, torch; sys.exit(torch.version.cuda is not None)",
+        )
+    session.install("-e", f".[{backend},{extras}]")
+
+
+def _env(backend: str) -> dict[str, str]:
+    return {
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        # oneDNN changes TF convolution numerics by ~1e-3 relative; the
+        # reference tests need the plain kernels.
+        "TF_ENABLE_ONEDNN_OPTS": "0",
+    }
+
+
+@nox.session(python="3.11")
+@nox.parametrize("backend", BACKENDS)
+def tests(session: nox.Session, backend: str) -> None:
+    """Runs the test suite on one backend (posargs go to pytest)."""
+    _install_backend(session, backend, "test")
+    session.run("pytest", *session.posargs, env=_env(backend))
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Builds the documentation with `mkdocs build --strict`."""
+    _install_backend(session, "jax", "docs")
+    session.run("mkdocs", "build", "--strict", env=_env("jax"))
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize("backend", BACKENDS)
+def examples(session: nox.Session, backend: str) -> None:
+    """Runs every example in full (KERAMETA_SMOKE=1 for a quick pass)."""
+    _install_backend(session, backend, "examples")
+    for example in sorted(pathlib.Path("examples").glob("*.py")):
+        session.run("python", str(example), env=_env(backend))
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize("backend", BACKENDS)
+def benchmarks(session: nox.Session, backend: str) -> None:
+    """Runs the meta-iteration benchmark on one backend (appends JSONL)."""
+    _install_backend(session, backend, "examples")
+    if backend != "torch":
+        session.install(TORCH_CPU)  # the baseline runs in the same process
+    session.run(
+        "python", "benchmarks/meta_iteration.py", *session.posargs,
+        env=_env(backend),
+    )
