@@ -76,6 +76,8 @@ def benchmarks(session: nox.Session, backend: str) -> None:
     if backend != "torch":
         session.install(TORCH_CPU)  # the baseline runs in the same process
     session.run(
-        "python", "benchmarks/meta_iteration.py", *session.posargs,
+        "python",
+        "benchmarks/meta_iteration.py",
+        *session.posargs,
         env=_env(backend),
     )

@@ -1,7 +1,8 @@
 """The episode format and its validation.
 
-A batch of episodes is `(x, y)` with
-`x = {"support_x": [T, S, ...], "support_y": [T, S, ...], "query_x": [T, Q, ...]}`
+A batch of episodes is `(x, y)` with `x` a dict holding
+`support_x` `[T, S, ...]`, `support_y` `[T, S, ...]` and `query_x`
+`[T, Q, ...]`,
 and `y = query_y` shaped `[T, Q, ...]`. `T` (the task axis) is Keras's batch
 axis, so `batch_size=`, compiled metrics and `unpack_x_y_sample_weight` work
 unchanged.
@@ -39,7 +40,9 @@ def _rank(tensor) -> int:
     return len(tensor.shape)
 
 
-def validate_episode(x, y=None, *, require_query_y: bool, model_input_rank=None) -> Episode:
+def validate_episode(
+    x, y=None, *, require_query_y: bool, model_input_rank=None
+) -> Episode:
     """Checks the keys, ranks and axis sizes of a batch of episodes.
 
     Args:

@@ -89,7 +89,9 @@ class MetaTrainer:
             (self.optimizer.variables, optimizer_vars),
             (self.metrics_variables, metrics_vars),
         ]
-        logs, new_groups = _stateless(groups, lambda: self._meta_train_step(data))
+        logs, new_groups = _stateless(
+            groups, lambda: self._meta_train_step(data)
+        )
         return logs, tuple(new_groups)
 
     def test_step(self, state, data):
@@ -99,7 +101,9 @@ class MetaTrainer:
             (self.non_trainable_variables, non_trainable),
             (self.metrics_variables, metrics_vars),
         ]
-        logs, new_groups = _stateless(groups, lambda: self._meta_test_step(data))
+        logs, new_groups = _stateless(
+            groups, lambda: self._meta_test_step(data)
+        )
         return logs, tuple(new_groups)
 
     def predict_step(self, state, data):

@@ -32,8 +32,9 @@ def _num_tasks(task_params, task_args):
         "so the number of tasks per batch must be known when the step is "
         "traced, but it was `None`. Feed episodes with a fixed number of "
         "tasks per batch: a `kerameta.data` dataset, a `keras.utils."
-        "PyDataset` whose batches all have the same size, or a `tf.data."
-        "Dataset` batched with `drop_remainder=True`."
+        "PyDataset` whose batches all have the same size, a `tf.data."
+        "Dataset` batched with `drop_remainder=True`, or a dict of arrays "
+        "with a `batch_size` that divides the number of tasks."
     )
 
 

@@ -8,13 +8,17 @@ REMAT_OF_GRADIENTS = True
 
 
 def _zeros_for_none(grads, params):
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+    return [
+        torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)
+    ]
 
 
 def value_and_grad(fn, has_aux=False):
     def wrapped(params, *args):
         with torch.enable_grad():
-            leaves = [torch.as_tensor(p).detach().requires_grad_(True) for p in params]
+            leaves = [
+                torch.as_tensor(p).detach().requires_grad_(True) for p in params
+            ]
             outputs = fn(leaves, *args)
             loss = outputs[0] if has_aux else outputs
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
@@ -60,8 +64,12 @@ def per_task_value_and_grad(fn, create_graph=True, vectorize=True):
         with torch.enable_grad():
             for t in range(task_params[0].shape[0]):
                 params_t = [p[t] for p in task_params]
-                if not create_graph or not all(p.requires_grad for p in params_t):
-                    params_t = [p.detach().requires_grad_(True) for p in params_t]
+                if not create_graph or not all(
+                    p.requires_grad for p in params_t
+                ):
+                    params_t = [
+                        p.detach().requires_grad_(True) for p in params_t
+                    ]
                 loss = fn(params_t, shared, *[a[t] for a in task_args])
                 grads = torch.autograd.grad(
                     loss, params_t, create_graph=create_graph, allow_unused=True
@@ -81,7 +89,11 @@ def per_task_map(fn, vectorize=True):
     def looped(task_params, shared, *task_args):
         return _stack(
             [
-                fn([p[t] for p in task_params], shared, *[a[t] for a in task_args])
+                fn(
+                    [p[t] for p in task_params],
+                    shared,
+                    *[a[t] for a in task_args],
+                )
                 for t in range(task_params[0].shape[0])
             ]
         )

@@ -57,7 +57,9 @@ class EpisodeDataset(TaskBatches):
         }
         if query_y is not None:
             arrays["query_y"] = np.asarray(query_y)
-        num_tasks = {k: a.shape[0] if a.ndim else None for k, a in arrays.items()}
+        num_tasks = {
+            k: a.shape[0] if a.ndim else None for k, a in arrays.items()
+        }
         if len(set(num_tasks.values())) != 1 or None in num_tasks.values():
             raise ValueError(
                 "Expected every array to hold the same number of tasks along "
@@ -65,7 +67,9 @@ class EpisodeDataset(TaskBatches):
                 + ", ".join(f"{k}={a.shape}" for k, a in arrays.items())
             )
         total = next(iter(num_tasks.values()))
-        self.tasks_per_batch = check_positive_int("tasks_per_batch", tasks_per_batch)
+        self.tasks_per_batch = check_positive_int(
+            "tasks_per_batch", tasks_per_batch
+        )
         if total < self.tasks_per_batch:
             raise ValueError(
                 f"`tasks_per_batch` ({self.tasks_per_batch}) is larger than "
@@ -95,7 +99,10 @@ class EpisodeDataset(TaskBatches):
             order = np.arange(self.num_tasks)
         start = index * self.tasks_per_batch
         take = order[start : start + self.tasks_per_batch]
-        x = {k: self.arrays[k][take] for k in ("support_x", "support_y", "query_x")}
+        x = {
+            k: self.arrays[k][take]
+            for k in ("support_x", "support_y", "query_x")
+        }
         if "query_y" in self.arrays:
             return x, self.arrays["query_y"][take]
         return (x,)

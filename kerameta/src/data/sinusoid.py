@@ -105,6 +105,9 @@ class SinusoidTasks(TaskBatches):
         x = x.astype("float32")
         y = y.astype("float32")
         s = self.shots
-        inputs = {"support_x": x[:, :s], "support_y": y[:, :s], "query_x": x[:, s:]}
+        inputs = {
+            "support_x": x[:, :s],
+            "support_y": y[:, :s],
+            "query_x": x[:, s:],
+        }
         return inputs, y[:, s:]
-

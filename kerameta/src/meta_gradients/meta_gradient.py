@@ -11,14 +11,22 @@ class MetaGradient:
     """How the meta-gradient flows back through the inner loop.
 
     A meta-gradient estimator decides which derivatives of the inner loop
-    the outer (meta) gradient sees. Subclass it to add an estimator: set
-    `create_graph` (whether the inner gradients must themselves be
-    differentiable) and override `inner_gradients`, which receives the
-    gradients of every task at one inner step and returns the gradients the
-    inner optimizer applies.
+    the outer (meta) gradient sees. Two class attributes define it:
 
-    Estimators are plain, serializable objects; use their string ids in
-    `kerameta.MAML(meta_gradient=...)`.
+    - `name`: its string id, as accepted by
+      `kerameta.MAML(meta_gradient=...)`.
+    - `create_graph`: whether the inner gradients must themselves be
+      differentiable (`True` for the exact second-order gradient). When
+      `False`, the inner loop runs on detached gradients, which is cheaper.
+
+    `inner_gradients` receives the gradients of every task at one inner step
+    and returns the gradients that the inner SGD step applies; override it
+    to transform them (e.g. stop their gradient, as `FirstOrder` does).
+
+    To use a custom estimator, pass an instance: `MAML(meta_gradient=
+    MyEstimator())`. Decorate the class with
+    `keras.saving.register_keras_serializable()` so that `.keras` files
+    that use it can be loaded.
     """
 
     name: str = "meta_gradient"

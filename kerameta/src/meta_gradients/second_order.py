@@ -7,10 +7,11 @@ class SecondOrder(MetaGradient):
     """Exact MAML meta-gradient, differentiating through every inner step.
 
     The meta-gradient of a task is the product of the inner-step Jacobians
-    `(I - learning_rate * H_k)`, one per inner step, applied to the gradient
-    of the query loss at the adapted weights (`H_k` is the Hessian of the
-    support loss at step `k`). It costs one Hessian-vector product per inner
-    step in the backward pass, and the memory of the whole inner trajectory.
+    `(I - inner_learning_rate * H_k)`, one per inner step, applied to the
+    gradient of the query loss at the adapted weights (`H_k` is the Hessian
+    of the support loss at step `k`). It costs one Hessian-vector product per
+    inner step in the backward pass, and the memory of the whole inner
+    trajectory.
 
     String id: `"second_order"`.
 

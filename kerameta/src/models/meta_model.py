@@ -141,7 +141,9 @@ class MetaModel(seam.MetaTrainer, keras.Model):
     @evaluation_inner_steps.setter
     def evaluation_inner_steps(self, value: int | None) -> None:
         if value is not None:
-            _check_positive_int("evaluation_inner_steps", value, allow_zero=True)
+            _check_positive_int(
+                "evaluation_inner_steps", value, allow_zero=True
+            )
         self._evaluation_inner_steps = value
         # Compiled test/predict functions captured the old step count.
         self.test_function = None
@@ -178,7 +180,9 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 f"{type(loss).__name__}: {loss!r}."
             )
         self._check_jit_compile(kwargs.get("jit_compile", "auto"))
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
         self._task_loss_fn = keras.losses.get(loss)
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
@@ -271,7 +275,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         index = {id(v): i for i, v in enumerate(self.trainable_variables)}
         return [theta[index[id(v)]] for v in self.model.trainable_variables]
 
-    def adapt_batch(
+    def _adapt_batch(
         self,
         theta: list[Tensor],
         non_trainable: list[Tensor],
@@ -322,7 +326,9 @@ class MetaModel(seam.MetaTrainer, keras.Model):
 
     def _meta_objective(self, theta, non_trainable, episode, inner_steps):
         with seam.second_order_safe():
-            fast, _ = self.adapt_batch(theta, non_trainable, episode, inner_steps)
+            fast, _ = self._adapt_batch(
+                theta, non_trainable, episode, inner_steps
+            )
             task_losses, y_pred = seam.per_task_map(
                 self._query_loss_and_predictions,
                 vectorize=self.vectorize_tasks,
@@ -399,7 +405,9 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 self.optimizer.build(variables)
             watched = variables + list(self.optimizer.variables)
             before = [ops.copy(v.value) for v in watched]
-            safe_grads = [ops.where(finite, g, ops.zeros_like(g)) for g in grads]
+            safe_grads = [
+                ops.where(finite, g, ops.zeros_like(g)) for g in grads
+            ]
             self.optimizer.apply(safe_grads, variables)
             for v, old in zip(watched, before):
                 v.assign(ops.where(finite, v.value, old))
@@ -429,7 +437,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
 
     def _adapted_query_predictions(self, theta, non_trainable, episode):
         with seam.second_order_safe():
-            fast, _ = self.adapt_batch(
+            fast, _ = self._adapt_batch(
                 theta, non_trainable, episode, self.evaluation_inner_steps
             )
             return seam.per_task_map(
@@ -447,7 +455,9 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         )
         theta, non_trainable = self._state_values()
         with seam.enable_grad():
-            return self._adapted_query_predictions(theta, non_trainable, episode)
+            return self._adapted_query_predictions(
+                theta, non_trainable, episode
+            )
 
     def compute_output_spec(self, inputs, training=None):
         query = inputs["query_x"]
@@ -476,8 +486,8 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         holds the adapted weights: an ordinary Keras model to deploy or save.
         The meta-model itself is not changed.
 
-        Note: like MAML, adaptation normalizes batch-normalization layers
-        with batch statistics (transductive); call the returned model with
+        Like MAML, adaptation normalizes batch-normalization layers with
+        batch statistics (transductive): call the returned model with
         `training=True` on a batch of queries to reproduce `predict`, since
         its moving statistics were never trained.
 
@@ -490,19 +500,25 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         Returns:
             A new `keras.Model` with the adapted weights.
         """
-        steps = self.evaluation_inner_steps if inner_steps is None else inner_steps
+        steps = (
+            self.evaluation_inner_steps if inner_steps is None else inner_steps
+        )
         _check_positive_int("inner_steps", steps, allow_zero=True)
         support_x = ops.expand_dims(ops.convert_to_tensor(support_x), 0)
         support_y = ops.expand_dims(ops.convert_to_tensor(support_y), 0)
         episode = validate_episode(
-            {"support_x": support_x, "support_y": support_y, "query_x": support_x},
+            {
+                "support_x": support_x,
+                "support_y": support_y,
+                "query_x": support_x,
+            },
             None,
             require_query_y=False,
             model_input_rank=self._model_input_rank(),
         )
         theta, non_trainable = self._state_values()
         with seam.enable_grad(), seam.second_order_safe():
-            fast, _ = self.adapt_batch(theta, non_trainable, episode, steps)
+            fast, _ = self._adapt_batch(theta, non_trainable, episode, steps)
         adapted = keras.models.clone_model(self.model)
         if not adapted.built:
             adapted.build_from_config(self.model.get_build_config())
@@ -515,6 +531,17 @@ class MetaModel(seam.MetaTrainer, keras.Model):
     # fit: stop cleanly on a non-finite meta-loss
     # ------------------------------------------------------------------
     def fit(self, *args: Any, **kwargs: Any):
+        """Meta-trains on batches of tasks; the arguments of `keras.Model.fit`.
+
+        Each batch `(x, query_y)` holds `T` episodes (see `MetaModel`). Every
+        step adapts to each task's support set and updates the meta-learned
+        weights from the query losses. Training stops with a
+        `RuntimeWarning` if the meta-loss becomes non-finite; that step's
+        update is not applied, so the weights stay finite.
+
+        Returns:
+            A `keras.callbacks.History`, as `keras.Model.fit`.
+        """
         callbacks = list(kwargs.pop("callbacks", None) or [])
         callbacks.append(_StopOnNonFiniteLoss())
         return super().fit(*args, callbacks=callbacks, **kwargs)

@@ -1,0 +1,1 @@
+"""Meta-models: `MetaModel` and the methods built on it."""
