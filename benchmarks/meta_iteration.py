@@ -152,7 +152,6 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
     import kerameta
 
     spec = PROBLEMS[args.problem]
-    keras.utils.set_random_seed(0)
     episode = make_episode(args.problem)
     if args.problem == "sinusoid":
         network = keras.Sequential(

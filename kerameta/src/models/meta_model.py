@@ -118,8 +118,8 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 "there is nothing to adapt or meta-learn."
             )
         self.model = model
-        self.inner_steps = _check_positive_int("inner_steps", inner_steps)
-        self.inner_learning_rate = _check_learning_rate(inner_learning_rate)
+        self.inner_steps = inner_steps
+        self.inner_learning_rate = inner_learning_rate
         self._evaluation_inner_steps = None
         self.evaluation_inner_steps = evaluation_inner_steps
         self.meta_gradient = meta_gradients_lib.get(meta_gradient)
@@ -131,6 +131,32 @@ class MetaModel(seam.MetaTrainer, keras.Model):
     # ------------------------------------------------------------------
     # Configuration
     # ------------------------------------------------------------------
+    def _reset_compiled_functions(self) -> None:
+        # Traced train/test/predict functions captured the old settings.
+        self.train_function = None
+        self.test_function = None
+        self.predict_function = None
+
+    @property
+    def inner_steps(self) -> int:
+        """Inner (adaptation) steps per task during meta-training."""
+        return self._inner_steps
+
+    @inner_steps.setter
+    def inner_steps(self, value: int) -> None:
+        self._inner_steps = _check_positive_int("inner_steps", value)
+        self._reset_compiled_functions()
+
+    @property
+    def inner_learning_rate(self) -> float:
+        """Step size of the inner SGD steps (training and evaluation)."""
+        return self._inner_learning_rate
+
+    @inner_learning_rate.setter
+    def inner_learning_rate(self, value: float) -> None:
+        self._inner_learning_rate = _check_learning_rate(value)
+        self._reset_compiled_functions()
+
     @property
     def evaluation_inner_steps(self) -> int:
         """Inner steps used by `evaluate`, `predict` and `adapt`."""
@@ -145,9 +171,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 "evaluation_inner_steps", value, allow_zero=True
             )
         self._evaluation_inner_steps = value
-        # Compiled test/predict functions captured the old step count.
-        self.test_function = None
-        self.predict_function = None
+        self._reset_compiled_functions()
 
     def compile(
         self,
@@ -542,13 +566,38 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         Returns:
             A `keras.callbacks.History`, as `keras.Model.fit`.
         """
-        callbacks = list(kwargs.pop("callbacks", None) or [])
+        kwargs["callbacks"] = _with_guard(kwargs.get("callbacks"))
+        return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any):
+        """Adapts to each task's support set and scores its query set.
+
+        Takes the arguments of `keras.Model.evaluate`. Adaptation uses
+        `evaluation_inner_steps` inner steps; the weights never change. If
+        any task's inner loop diverges, the loss is not finite and a
+        `RuntimeWarning` says so (a diverged task is never averaged away).
+
+        Returns:
+            The query loss and metrics after adaptation, as
+            `keras.Model.evaluate`.
+        """
+        kwargs["callbacks"] = _with_guard(kwargs.get("callbacks"))
+        return super().evaluate(*args, **kwargs)
+
+
+def _with_guard(callbacks: Any) -> Any:
+    """Adds the non-finite-loss guard to a user's callbacks."""
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        # `fit` passes its own list (which holds the guard) to validation.
+        return callbacks
+    callbacks = list(callbacks or [])
+    if not any(isinstance(c, _StopOnNonFiniteLoss) for c in callbacks):
         callbacks.append(_StopOnNonFiniteLoss())
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+    return callbacks
 
 
 class _StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops `fit` when the meta-loss is not finite.
+    """Stops `fit` when the meta-loss is not finite; warns in `evaluate`.
 
     The train step already refuses to apply a non-finite meta-gradient, so
     the weights keep their last finite values.
@@ -567,3 +616,18 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
                 stacklevel=2,
             )
             self.model.stop_training = True
+
+    def on_test_end(self, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            model = self.model
+            warnings.warn(
+                f"The query loss after adaptation is not finite ({float(loss)})"
+                ": the inner loop diverged on at least one task (evaluation_"
+                f"inner_steps={model.evaluation_inner_steps}, inner_learning_"
+                f"rate={model.inner_learning_rate}). Lower "
+                "`inner_learning_rate` or `evaluation_inner_steps`; "
+                "`predict` shows which tasks diverged.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
