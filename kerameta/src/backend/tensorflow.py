@@ -2,7 +2,10 @@
 
 import contextlib
 
+import keras
 import tensorflow as tf
+
+from kerameta.src.episodes import validate_episode
 
 REMAT_OF_GRADIENTS = False
 
@@ -143,6 +146,20 @@ def _tasks_per_batch(data, batch_size=None):
     return None
 
 
+def _validate_first_batch(data, require_query_y):
+    """Checks the first batch of a `PyDataset` with its concrete shapes.
+
+    The traced step sees the task axis as `None`, so there a task-count
+    mismatch would only fail in `tf.ensure_shape`, without a message.
+    """
+    if not isinstance(data, keras.utils.PyDataset):
+        return
+    batch = data[0]
+    batch = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+    validate_episode(x, y, require_query_y=require_query_y)
+
+
 def with_static_task_axis(tensors, num_tasks):
     """Gives the task axis of `tensors` its static size on TensorFlow.
 
@@ -164,6 +181,7 @@ class MetaTrainer:
     """Runs the shared meta-step body inside Keras's `tf.function`."""
 
     def _remember_tasks_per_batch(self, mode, data, batch_size=None):
+        _validate_first_batch(data, require_query_y=mode != "predict")
         hints = self.__dict__.setdefault("_static_tasks_per_batch", {})
         num_tasks = _tasks_per_batch(data, batch_size)
         if hints.get(mode) != num_tasks:

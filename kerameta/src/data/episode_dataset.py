@@ -77,12 +77,22 @@ class EpisodeDataset(TaskBatches):
             )
         from kerameta.src.episodes import validate_episode
 
-        # Validate the format on the first task (shapes only, no backend).
-        validate_episode(
-            {k: arrays[k][:1] for k in ("support_x", "support_y", "query_x")},
-            arrays["query_y"][:1] if "query_y" in arrays else None,
-            require_query_y=False,
-        )
+        # Validate the format on the first task only (cheap).
+        try:
+            validate_episode(
+                {
+                    k: arrays[k][:1]
+                    for k in ("support_x", "support_y", "query_x")
+                },
+                arrays["query_y"][:1] if "query_y" in arrays else None,
+                require_query_y=False,
+            )
+        except ValueError as error:
+            shapes = ", ".join(f"{k}={a.shape}" for k, a in arrays.items())
+            raise ValueError(
+                f"{error} (Checked on the first task; the arrays passed to "
+                f"`EpisodeDataset` have shapes {shapes}.)"
+            ) from None
         super().__init__(total // self.tasks_per_batch, seed, shuffle, **kwargs)
         self.arrays = arrays
         self.shuffle = bool(shuffle)

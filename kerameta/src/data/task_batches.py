@@ -36,6 +36,10 @@ class TaskBatches(keras.utils.PyDataset):
     ) -> None:
         super().__init__(**kwargs)
         self.num_batches_ = check_positive_int("num_batches", num_batches)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(
+                f"`seed` must be an integer. Received: seed={seed!r}"
+            )
         self.seed = int(seed)
         self.new_tasks_each_epoch = bool(new_tasks_each_epoch)
         self.epoch = 0

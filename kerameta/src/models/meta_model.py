@@ -1,6 +1,7 @@
 """`MetaModel`: the meta-learning body shared by every backend."""
 
 import math
+import numbers
 import warnings
 from typing import Any
 
@@ -18,18 +19,22 @@ _VECTORIZE_OPTIONS = ("auto", True, False)
 
 def _check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < low
+    ):
         kind = "non-negative" if allow_zero else "positive"
         raise ValueError(
             f"`{name}` must be a {kind} integer. Received: {name}={value!r}"
         )
-    return value
+    return int(value)
 
 
 def _check_learning_rate(value: Any) -> float:
     if (
         isinstance(value, bool)
-        or not isinstance(value, (int, float))
+        or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
         or value < 0
     ):
@@ -167,7 +172,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
     @evaluation_inner_steps.setter
     def evaluation_inner_steps(self, value: int | None) -> None:
         if value is not None:
-            _check_positive_int(
+            value = _check_positive_int(
                 "evaluation_inner_steps", value, allow_zero=True
             )
         self._evaluation_inner_steps = value
@@ -363,8 +368,11 @@ class MetaModel(seam.MetaTrainer, keras.Model):
     # Train / test / predict bodies (wrapped by the backend's MetaTrainer)
     # ------------------------------------------------------------------
     def _model_input_rank(self) -> int | None:
-        inputs = getattr(self.model, "_inputs_struct", None)
-        if inputs is None:
+        try:
+            # Functional and Sequential models (Sequential has no
+            # `_inputs_struct`); subclassed models have no `inputs`.
+            inputs = self.model.inputs
+        except (AttributeError, ValueError):
             return None
         flat = keras.tree.flatten(inputs)
         if len(flat) != 1:
@@ -397,6 +405,25 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 hints.get(mode),
             )
         )
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        # kerameta never calls this: Keras does, on JAX and PyTorch, to build
+        # the compiled loss from the first batch before any step runs.
+        # Validate that batch here, or a bad `query_y` or `sample_weight`
+        # surfaces as a broadcasting error.
+        self._episode((x, y, sample_weight), "test")
+        return super().compute_loss(
+            x, y, y_pred, sample_weight=sample_weight, training=training
+        )
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(x, dict):
+            # The raw batch, from Keras's symbolic build (see compute_loss);
+            # the meta-steps pass the validated `query_x`.
+            self._episode((x, y, sample_weight), "test")
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def _state_values(self):
         theta = [v.value for v in self.trainable_variables]
@@ -528,27 +555,44 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             self.evaluation_inner_steps if inner_steps is None else inner_steps
         )
         _check_positive_int("inner_steps", steps, allow_zero=True)
-        support_x = ops.expand_dims(ops.convert_to_tensor(support_x), 0)
-        support_y = ops.expand_dims(ops.convert_to_tensor(support_y), 0)
-        episode = validate_episode(
-            {
-                "support_x": support_x,
-                "support_y": support_y,
-                "query_x": support_x,
-            },
-            None,
-            require_query_y=False,
-            model_input_rank=self._model_input_rank(),
+        support_x = ops.convert_to_tensor(support_x)
+        support_y = ops.convert_to_tensor(support_y)
+        received = (
+            f"support_x.shape={tuple(support_x.shape)}, "
+            f"support_y.shape={tuple(support_y.shape)}"
         )
+        support_x = ops.expand_dims(support_x, 0)
+        support_y = ops.expand_dims(support_y, 0)
+        try:
+            episode = validate_episode(
+                {
+                    "support_x": support_x,
+                    "support_y": support_y,
+                    "query_x": support_x,
+                },
+                None,
+                require_query_y=False,
+                model_input_rank=self._model_input_rank(),
+            )
+        except ValueError as error:
+            raise ValueError(
+                "`adapt` takes the support set of one task, without a task "
+                "axis: support_x shaped (shots, *features) and support_y "
+                f"(shots, ...). Received: {received}. (With the task axis "
+                f"that `adapt` adds: {error})"
+            ) from None
         theta, non_trainable = self._state_values()
         with seam.enable_grad(), seam.second_order_safe():
             fast, _ = self._adapt_batch(theta, non_trainable, episode, steps)
         adapted = keras.models.clone_model(self.model)
         if not adapted.built:
             adapted.build_from_config(self.model.get_build_config())
-        adapted.set_weights(self.model.get_weights())
+        # Assign tensors, not NumPy arrays: `get_weights` and
+        # `convert_to_numpy` warn under NumPy 2.4 on JAX and PyTorch.
+        for variable, source in zip(adapted.weights, self.model.weights):
+            variable.assign(source.value)
         for variable, value in zip(adapted.trainable_variables, fast):
-            variable.assign(ops.convert_to_numpy(ops.stop_gradient(value[0])))
+            variable.assign(ops.stop_gradient(value[0]))
         return adapted
 
     # ------------------------------------------------------------------
@@ -581,6 +625,8 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             The query loss and metrics after adaptation, as
             `keras.Model.evaluate`.
         """
+        # Keras's torch trainer builds before checking (AttributeError).
+        self._assert_compile_called("evaluate")
         kwargs["callbacks"] = _with_guard(kwargs.get("callbacks"))
         return super().evaluate(*args, **kwargs)
 

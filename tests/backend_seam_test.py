@@ -1,0 +1,356 @@
+"""Only the backend seam (`kerameta/src/backend/`) touches a framework.
+
+Three checks, from cheapest to most direct:
+
+- a static scan of every module of `kerameta/` for imports of JAX,
+  TensorFlow or PyTorch (and of Keras's per-backend packages and lazy
+  framework modules, which import them and which ruff's banned-api rule
+  does not see);
+- the ruff configuration that enforces the same rule in the lint session
+  (`nox -s lint` runs ruff itself; ruff is not a test dependency);
+- a subprocess that imports Keras and kerameta on the current backend and
+  runs `fit`, `evaluate`, `predict` and `adapt`, then checks that no other
+  framework was imported, and that kerameta did not even try to import one
+  (which also catches `try: import torch` when torch is not installed, as in
+  the one-backend nox environments).
+"""
+
+import ast
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import tomllib
+
+import keras
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "kerameta"
+SEAM = PACKAGE / "src" / "backend"
+BACKEND = keras.backend.backend()
+
+FRAMEWORKS = {
+    "jax": ("jax", "jaxlib"),
+    "tensorflow": ("tensorflow",),
+    "torch": ("torch",),
+}
+# Keras's per-backend packages import their framework, and its lazy
+# modules import one on first use.
+KERAS_FRAMEWORK_MODULES = tuple(
+    f"keras.{infix}backend.{name}"
+    for infix in ("", "src.")
+    for name in FRAMEWORKS
+) + tuple(
+    f"keras.src.utils.module_utils.{name}"
+    for name in ("tensorflow", "gfile", "jax", "torch_xla")
+)
+BANNED = tuple(m for ms in FRAMEWORKS.values() for m in ms)
+
+
+def _is_banned(module: str) -> bool:
+    return any(
+        module == banned or module.startswith(banned + ".")
+        for banned in BANNED + KERAS_FRAMEWORK_MODULES
+    )
+
+
+def _imported_modules(source: str, filename: str = "<string>"):
+    """Yields `(line, module)` for every absolute import in `source`.
+
+    Covers `import x`, `from x import y` (at any depth: functions, `try`,
+    `if TYPE_CHECKING`), `from x.y import z`, and imports by a literal name
+    through `importlib.import_module(...)` or `__import__(...)`.
+    """
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                yield node.lineno, node.module
+                for alias in node.names:
+                    yield node.lineno, f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            name = (
+                func.attr
+                if isinstance(func, ast.Attribute)
+                else (func.id if isinstance(func, ast.Name) else None)
+            )
+            first = node.args[0]
+            if (
+                name in ("import_module", "__import__")
+                and isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+            ):
+                yield node.lineno, first.value
+
+
+def _violations(path: pathlib.Path):
+    source = path.read_text(encoding="utf-8")
+    return [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for line, module in _imported_modules(source, str(path))
+        if _is_banned(module)
+    ]
+
+
+def _package_modules():
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+# ----------------------------------------------------------------------
+# (a) static scan
+# ----------------------------------------------------------------------
+def test_scanner_sees_every_import_form():
+    source = textwrap.dedent(
+        """
+        import os
+        import jax.numpy as jnp
+        from torch import nn
+        from keras.src.backend.tensorflow import nn as tf_nn
+        from keras.src.utils.module_utils import tensorflow as lazy_tf
+        import importlib
+
+        def lazy():
+            import tensorflow as tf
+            return importlib.import_module("torch.func"), __import__("jaxlib")
+
+        try:
+            import torch
+        except ImportError:
+            torch = None
+        from keras import ops
+        from . import sibling
+        """
+    )
+    found = sorted(m for _, m in _imported_modules(source) if _is_banned(m))
+    assert found == sorted(
+        [
+            "jax.numpy",
+            "torch",
+            "torch.nn",
+            "keras.src.backend.tensorflow",
+            "keras.src.backend.tensorflow.nn",
+            "keras.src.utils.module_utils.tensorflow",
+            "tensorflow",
+            "torch.func",
+            "jaxlib",
+            "torch",
+        ]
+    )
+
+
+def test_scan_covers_the_package_and_the_seam():
+    modules = _package_modules()
+    assert len(modules) > 10
+    seam = {p.name for p in modules if p.parent == SEAM}
+    assert {"__init__.py", "jax.py", "tensorflow.py", "torch.py"} <= seam
+    # The scan finds the seam's own imports, so it is not vacuous.
+    for name, framework in (
+        ("jax.py", "jax"),
+        ("tensorflow.py", "tensorflow"),
+        ("torch.py", "torch"),
+    ):
+        assert any(
+            f"imports {framework}" in v for v in _violations(SEAM / name)
+        )
+
+
+def test_only_the_seam_imports_a_framework():
+    violations = [
+        violation
+        for path in _package_modules()
+        if SEAM not in path.parents
+        for violation in _violations(path)
+    ]
+    assert not violations, (
+        "Only kerameta/src/backend/ may import jax, tensorflow or torch "
+        "(or Keras's per-backend packages); use keras.ops, or add a seam "
+        "function:\n" + "\n".join(violations)
+    )
+
+
+# ----------------------------------------------------------------------
+# (b) the ruff rule that enforces it in the lint session
+# ----------------------------------------------------------------------
+def test_ruff_bans_the_frameworks_outside_the_seam():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
+    lint = config["tool"]["ruff"]["lint"]
+    assert "TID251" in lint["select"]
+    banned = lint["flake8-tidy-imports"]["banned-api"]
+    assert {"jax", "tensorflow", "torch"} <= set(banned)
+    for module in ("jax", "tensorflow", "torch"):
+        assert "kerameta/src/backend/" in banned[module]["msg"]
+    exempt = [
+        pattern
+        for pattern, rules in lint.get("per-file-ignores", {}).items()
+        if "TID251" in rules
+    ]
+    # Of the package, only the seam is exempt.
+    assert [p for p in exempt if p.startswith("kerameta")] == [
+        "kerameta/src/backend/*.py"
+    ]
+    assert not any(p in ("*", "*.py", "**/*.py") for p in exempt)
+
+
+# ----------------------------------------------------------------------
+# (c) import isolation, in a fresh interpreter
+# ----------------------------------------------------------------------
+_ISOLATION_SCRIPT = r'''
+import importlib.abc
+import json
+import math
+import os
+import pathlib
+import sys
+import traceback
+
+BACKEND = os.environ["KERAS_BACKEND"]
+FRAMEWORKS = json.loads(sys.argv[1])
+PACKAGE = pathlib.Path(sys.argv[2]).resolve()
+OTHER = {m for b, ms in FRAMEWORKS.items() if b != BACKEND for m in ms}
+attempts = []
+block = False
+
+
+def _importer():
+    """The file that asked for the import (importlib's frames skipped)."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        name = frame.filename
+        if name.startswith("<frozen importlib") or name.endswith(
+            os.path.join("importlib", "__init__.py")
+        ):
+            continue
+        return name
+    return "?"
+
+
+class Watch(importlib.abc.MetaPathFinder):
+    """Notes every attempt to import another framework; finds nothing."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in OTHER:
+            attempts.append([name, _importer()])
+            if block:
+                raise ModuleNotFoundError(name)
+        return None
+
+
+def loaded():
+    return sorted(m for m in sys.modules if m.partition(".")[0] in OTHER)
+
+
+def from_kerameta(records):
+    found = []
+    for name, importer in records:
+        try:
+            inside = PACKAGE in pathlib.Path(importer).resolve().parents
+        except (OSError, ValueError):
+            inside = False
+        if inside:
+            found.append([name, importer])
+    return found
+
+
+sys.meta_path.insert(0, Watch())
+import keras
+
+after_keras = loaded()
+
+import numpy as np
+
+import kerameta
+
+imported_from = os.path.dirname(kerameta.__file__)
+net = keras.Sequential(
+    [keras.Input((1,)), keras.layers.Dense(4, activation="tanh"),
+     keras.layers.Dense(1)]
+)
+maml = kerameta.MAML(net, inner_steps=1)
+maml.compile(optimizer="sgd", loss="mse")
+tasks = kerameta.data.SinusoidTasks(
+    shots=3, tasks_per_batch=2, num_batches=1, seed=0
+)
+history = maml.fit(tasks, epochs=1, verbose=0)
+maml.evaluate(tasks, verbose=0)
+x, _ = tasks[0]
+predictions = maml.predict(x, verbose=0)
+adapted = maml.adapt(x["support_x"][0], x["support_y"][0])
+result = {
+    "backend": keras.config.backend(),
+    "kerameta": imported_from,
+    "loss": float(history.history["loss"][0]),
+    "predictions_shape": list(predictions.shape),
+    "adapted_is_model": isinstance(adapted, keras.Model),
+    "after_keras": after_keras,
+    "at_end": loaded(),
+    "attempts": attempts,
+    "attempts_from_kerameta": from_kerameta(attempts),
+    "own_framework_loaded": any(
+        m in sys.modules for m in FRAMEWORKS[BACKEND]
+    ),
+}
+
+# Self-check of the watcher: an import planted in a file of the package
+# must be reported.
+block = True
+before = len(attempts)
+planted = "try:\n    import {}\nexcept ImportError:\n    pass\n".format(
+    sorted(OTHER)[0]
+)
+exec(compile(planted, str(PACKAGE / "planted.py"), "exec"))
+result["planted"] = from_kerameta(attempts[before:])
+print("RESULT " + json.dumps(result))
+'''
+
+
+def test_import_isolation(tmp_path):
+    env = dict(os.environ)
+    env["KERAS_BACKEND"] = BACKEND
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]
+    )
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _ISOLATION_SCRIPT,
+            json.dumps(FRAMEWORKS),
+            str(PACKAGE),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    lines = [
+        line[len("RESULT ") :]
+        for line in completed.stdout.splitlines()
+        if line.startswith("RESULT ")
+    ]
+    assert len(lines) == 1, completed.stdout[-2000:]
+    result = json.loads(lines[0])
+
+    assert result["backend"] == BACKEND
+    assert pathlib.Path(result["kerameta"]).resolve() == PACKAGE
+    assert result["own_framework_loaded"]
+    assert result["predictions_shape"] == [2, 3, 1]
+    assert result["adapted_is_model"]
+    assert math.isfinite(result["loss"])
+    # The watcher works: it reports an import planted in the package.
+    others = sorted(
+        m for b, ms in FRAMEWORKS.items() if b != BACKEND for m in ms
+    )
+    assert [name for name, _ in result["planted"]] == others[:1]
+    # kerameta never asked for another framework, and none was loaded
+    # beyond what `import keras` itself loaded.
+    assert result["attempts_from_kerameta"] == [], result["attempts"]
+    new = sorted(set(result["at_end"]) - set(result["after_keras"]))
+    assert new == [], f"imported by kerameta on {BACKEND}: {new}"
