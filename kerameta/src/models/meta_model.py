@@ -10,6 +10,7 @@ from keras import ops
 
 from kerameta.src import backend as seam
 from kerameta.src import meta_gradients as meta_gradients_lib
+from kerameta.src.data.task_batches import TaskBatches
 from kerameta.src.episodes import Episode
 from kerameta.src.episodes import validate_episode
 from kerameta.src.types import Tensor
@@ -211,6 +212,12 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         self._check_jit_compile(kwargs.get("jit_compile", "auto"))
         super().compile(
             optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
+        )
+        # Keras records the resolved `jit_compile` (True under JAX); saved so,
+        # it forces torch.compile or XLA on the backend that loads the file.
+        # Record what was asked for: "auto" is resolved again when loading.
+        self._compile_config.config["jit_compile"] = kwargs.get(
+            "jit_compile", "auto"
         )
         self._task_loss_fn = keras.losses.get(loss)
 
@@ -603,14 +610,29 @@ class MetaModel(seam.MetaTrainer, keras.Model):
 
         Each batch `(x, query_y)` holds `T` episodes (see `MetaModel`). Every
         step adapts to each task's support set and updates the meta-learned
-        weights from the query losses. Training stops with a
+        weights from the query losses. `kerameta.data` datasets are not
+        shuffled by Keras (`shuffle` defaults to `False` for them: their
+        tasks are already random and seeded), and they number their epochs
+        with `fit`'s, so a run resumed with `BackupAndRestore` or
+        `initial_epoch` sees the same tasks. Training stops with a
         `RuntimeWarning` if the meta-loss becomes non-finite; that step's
         update is not applied, so the weights stay finite.
 
         Returns:
             A `keras.callbacks.History`, as `keras.Model.fit`.
         """
-        kwargs["callbacks"] = _with_guard(kwargs.get("callbacks"))
+        callbacks = _with_guard(kwargs.get("callbacks"))
+        x = args[0] if args else kwargs.get("x")
+        if isinstance(x, TaskBatches):
+            # Its batches are already random and seeded; Keras's shuffle
+            # would draw on Python's global `random` and break resumption.
+            kwargs.setdefault("shuffle", False)
+        datasets = [x]
+        datasets.append(kwargs.get("validation_data"))
+        datasets = [d for d in datasets if isinstance(d, TaskBatches)]
+        if datasets and isinstance(callbacks, list):
+            callbacks.append(_SetTaskEpoch(datasets))
+        kwargs["callbacks"] = callbacks
         return super().fit(*args, **kwargs)
 
     def evaluate(self, *args: Any, **kwargs: Any):
@@ -640,6 +662,22 @@ def _with_guard(callbacks: Any) -> Any:
     if not any(isinstance(c, _StopOnNonFiniteLoss) for c in callbacks):
         callbacks.append(_StopOnNonFiniteLoss())
     return callbacks
+
+
+class _SetTaskEpoch(keras.callbacks.Callback):
+    """Numbers each epoch's tasks with `fit`'s epoch, not a local count.
+
+    A resumed `fit` (`BackupAndRestore`, `initial_epoch`) then draws the
+    same tasks as an uninterrupted one.
+    """
+
+    def __init__(self, datasets):
+        super().__init__()
+        self.datasets = datasets
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for dataset in self.datasets:
+            dataset.epoch = epoch
 
 
 class _StopOnNonFiniteLoss(keras.callbacks.Callback):
