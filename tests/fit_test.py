@@ -225,45 +225,41 @@ def test_jit_compile(backend):
 
     weights = {}
     for jit_compile in (True, False):
-        keras.utils.set_random_seed(3)
-        maml = kerameta.MAML(_mlp(hidden=8), inner_steps=2)
-        maml.compile(
-            optimizer=keras.optimizers.Adam(1e-2),
-            loss="mse",
-            metrics=["mae"],
-            jit_compile=jit_compile,
+        history, weights[jit_compile], iterations = _fit_small(
+            num_batches=2, jit_compile=jit_compile
         )
-        history = maml.fit(
-            _sinusoids(2, seed=1, shots=5), verbose=0, shuffle=False
-        )
-        assert math.isfinite(history.history["loss"][0])
-        assert int(keras.ops.convert_to_numpy(maml.optimizer.iterations)) == 2
-        weights[jit_compile] = _numpy(maml.weights)
+        assert math.isfinite(history["loss"][0])
+        assert iterations == 2
     for compiled, eager in zip(weights[True], weights[False]):
         np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+def _fit_small(num_batches, **compile_kwargs):
+    """One epoch of a small, seeded fit: (history, weights, iterations)."""
+    keras.utils.set_random_seed(3)
+    maml = kerameta.MAML(_mlp(hidden=8), inner_steps=2)
+    maml.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss="mse",
+        metrics=["mae"],
+        **compile_kwargs,
+    )
+    history = maml.fit(
+        _sinusoids(num_batches, seed=1, shots=5), verbose=0, shuffle=False
+    )
+    iterations = int(keras.ops.convert_to_numpy(maml.optimizer.iterations))
+    return history.history, _numpy(maml.weights), iterations
 
 
 def test_steps_per_execution(backend):
     if backend == "torch":
         pytest.skip("Keras requires steps_per_execution=1 on PyTorch.")
-    results = {}
-    for steps_per_execution in (1, 2):
-        keras.utils.set_random_seed(3)
-        maml = kerameta.MAML(_mlp(hidden=8), inner_steps=2)
-        maml.compile(
-            optimizer=keras.optimizers.Adam(1e-2),
-            loss="mse",
-            metrics=["mae"],
-            steps_per_execution=steps_per_execution,
+    results = {
+        steps_per_execution: _fit_small(
+            num_batches=4, steps_per_execution=steps_per_execution
         )
-        history = maml.fit(
-            _sinusoids(4, seed=1, shots=5), verbose=0, shuffle=False
-        )
-        results[steps_per_execution] = (
-            history.history,
-            _numpy(maml.weights),
-            int(keras.ops.convert_to_numpy(maml.optimizer.iterations)),
-        )
+        for steps_per_execution in (1, 2)
+    }
     (history_1, weights_1, iterations_1), (history_2, weights_2, iter_2) = (
         results[1],
         results[2],
