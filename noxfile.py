@@ -40,7 +40,10 @@ def _env(backend: str) -> dict[str, str]:
 @nox.parametrize("backend", BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
     """Runs the test suite on one backend (posargs go to pytest)."""
-    _install_backend(session, backend, "test")
+    # The TensorFlow session also runs the TFDS (Omniglot) tests; the other
+    # two prove that kerameta, Omniglot included, works without TensorFlow.
+    extras = "test,datasets" if backend == "tensorflow" else "test"
+    _install_backend(session, backend, extras)
     session.run("pytest", *session.posargs, env=_env(backend))
 
 
