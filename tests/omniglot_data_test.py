@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
+import kerameta
 from kerameta.datasets import omniglot
 from kerameta.src.datasets import omniglot as omniglot_impl
 
@@ -297,6 +298,20 @@ def test_tfds_reader_matches_zip_reader(tfds, source, small1, tmp_path):
         [b["label"] for b in tfds.as_numpy(dataset.batch(1024))]
     )
     np.testing.assert_array_equal(np.unique(labels), SMALL1_IDS)
+    # The generic sampler reads the same prepared dataset by TFDS name.
+    tasks = kerameta.data.FewShotTasks.from_tfds(
+        "omniglot",
+        "small1",
+        data_dir=str(prepared),
+        download=False,
+        preprocess=lambda x, y: (x[:, ::4, ::4, :1], y),
+        ways=5,
+        tasks_per_batch=2,
+    )
+    np.testing.assert_array_equal(tasks.class_ids, SMALL1_IDS)
+    x, _ = tasks[0]
+    assert x["support_x"].shape == (2, 5, 27, 27, 1)
+    assert x["support_x"].dtype == np.uint8
 
 
 @pytest.mark.slow

@@ -76,7 +76,6 @@ def test_fit_on_tiny_omniglot_beats_chance_on_new_characters(small1):
     before = kerameta.meta_test(maml, test, episodes=100)
     history = maml.fit(train, epochs=2, verbose=0)
     after = kerameta.meta_test(maml, test, episodes=100)
-    print(before, after)
     assert np.isfinite(history.history["loss"]).all()
     # Chance is 1 / 5. Adapting the untrained network already helps a
     # little; meta-training must help clearly more, on unseen characters.

@@ -1,5 +1,6 @@
 """N-way K-shot classification episodes sampled from any labelled set."""
 
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
@@ -245,6 +246,68 @@ class FewShotTasks(TaskBatches):
         column = np.arange(len(order)) - np.repeat(starts, counts)
         self.members[compact[order], column] = order
         self.counts = counts
+
+    @classmethod
+    def from_tfds(
+        cls,
+        name: str,
+        split: str,
+        *,
+        data_dir: str | None = None,
+        download: bool = True,
+        preprocess: Callable[[np.ndarray, np.ndarray], tuple] | None = None,
+        **kwargs: Any,
+    ) -> "FewShotTasks":
+        """Episodes from a TensorFlow Datasets dataset, read into memory.
+
+        Loads `tfds.load(name, split=split, as_supervised=True)` once (so
+        the dataset needs supervised keys, such as `("image", "label")`),
+        optionally transforms the arrays, and samples episodes from them.
+        Needs `tensorflow-datasets` (`pip install "kerameta[datasets]"`).
+
+        Args:
+            name: TFDS dataset name, e.g. `"omniglot"`.
+            split: TFDS split, e.g. `"train"`. Keep the classes of the
+                splits you sample from disjoint.
+            data_dir: TFDS data directory. Defaults to TFDS's default.
+            download: whether TFDS may download and prepare the dataset.
+                Defaults to `True`.
+            preprocess: optional `(images, labels) -> (images, labels)` on
+                the NumPy arrays, e.g. to resize or rescale.
+            **kwargs: `FewShotTasks` arguments (`ways`, `shots`, ...).
+
+        Returns:
+            A `FewShotTasks`.
+
+        Example:
+
+        ```python
+        tasks = kerameta.data.FewShotTasks.from_tfds(
+            "omniglot", "small1", ways=5, shots=1,
+            preprocess=lambda x, y: (1.0 - x[..., :1] / 255.0, y),
+        )
+        ```
+        """
+        try:
+            import tensorflow_datasets as tfds
+        except ImportError as error:
+            raise ImportError(
+                "`FewShotTasks.from_tfds` needs tensorflow-datasets: pip "
+                'install "kerameta[datasets]". Without it, pass NumPy '
+                "arrays to `FewShotTasks`."
+            ) from error
+        dataset = tfds.load(
+            name,
+            split=split,
+            data_dir=data_dir,
+            as_supervised=True,
+            download=download,
+            batch_size=-1,
+        )
+        images, labels = tfds.as_numpy(dataset)
+        if preprocess is not None:
+            images, labels = preprocess(images, labels)
+        return cls(images, labels, **kwargs)
 
     @property
     def num_classes(self) -> int:
