@@ -124,7 +124,19 @@ def main(argv=None):
     parser.add_argument("--tasks-per-batch", type=int, default=32)
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--inner-learning-rate", type=float, default=0.4)
-    parser.add_argument("--evaluation-inner-steps", type=int, default=3)
+    parser.add_argument("--meta-learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--evaluation-inner-steps",
+        type=int,
+        default=3,
+        help="inner steps of the validation episodes",
+    )
+    parser.add_argument(
+        "--test-inner-steps",
+        type=int,
+        default=10,
+        help="inner steps of the meta-test (the paper: 10)",
+    )
     parser.add_argument("--iterations", type=int, default=60000)
     parser.add_argument(
         "--time-budget",
@@ -194,7 +206,7 @@ def main(argv=None):
         evaluation_inner_steps=args.evaluation_inner_steps,
     )
     maml.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
+        optimizer=keras.optimizers.Adam(args.meta_learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -209,7 +221,12 @@ def main(argv=None):
     )
     train_seconds = time.perf_counter() - progress.start
     start = time.perf_counter()
-    result = kerameta.meta_test(maml, test, episodes=args.test_episodes)
+    result = kerameta.meta_test(
+        maml,
+        test,
+        episodes=args.test_episodes,
+        inner_steps=args.test_inner_steps,
+    )
     test_seconds = time.perf_counter() - start
     print(result, flush=True)
 
@@ -228,8 +245,10 @@ def main(argv=None):
             "tasks_per_batch": args.tasks_per_batch,
             "inner_steps": args.inner_steps,
             "inner_learning_rate": args.inner_learning_rate,
+            "meta_learning_rate": args.meta_learning_rate,
             "classification_loss": "mean cross-entropy",
             "evaluation_inner_steps": args.evaluation_inner_steps,
+            "test_inner_steps": args.test_inner_steps,
             "filters": args.filters,
             "seed": args.seed,
             "iterations_requested": args.iterations,

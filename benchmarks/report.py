@@ -152,17 +152,17 @@ def render_omniglot(records: list[dict]) -> str:
         "",
         "Real Omniglot (1200 / 100 / 323 characters, 90-degree rotations as "
         "extra classes), the strided Conv-4 of Finn et al., one inner step, "
-        "mean cross-entropy, Adam 1e-3; training query set of `shots` "
+        "mean cross-entropy, Adam; training query set of `shots` "
         "examples per class. *test accuracy*: `kerameta.meta_test` on 600 "
-        "test episodes (15 queries per class) with `eval steps` inner steps, "
+        "test episodes (15 queries per class) with *test steps* inner steps, "
         "± the 95% confidence interval. A run stops at its iteration count "
         "or its time budget. *sampler x*: how many times faster the episode "
         "sampler builds a batch than the meta-step that consumes it.",
         "",
-        "| backend | machine | meta-batch | alpha | eval steps "
+        "| backend | machine | meta-batch | alpha | meta-lr | test steps "
         "| iterations | budget min | train min | median step s "
         "| test accuracy | target | sampler episodes/s | sampler x |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for record in records:
         settings = record["settings"]
@@ -176,11 +176,15 @@ def render_omniglot(records: list[dict]) -> str:
                 f"≥ {target:.0%}: {'met' if accuracy >= target else 'missed'}"
             )
         budget = settings.get("time_budget_minutes")
+        test_steps = settings.get(
+            "test_inner_steps", settings["evaluation_inner_steps"]
+        )
         lines.append(
             f"| {record['backend']} | {machine['cpu']}, "
             f"{machine['cores']} cores | {settings['tasks_per_batch']} "
             f"| {settings['inner_learning_rate']} "
-            f"| {settings['evaluation_inner_steps']} "
+            f"| {settings.get('meta_learning_rate', 0.001):g} "
+            f"| {test_steps} "
             f"| {record['iterations']} | {budget if budget else '—'} "
             f"| {record['train_seconds'] / 60:.1f} "
             f"| {record['median_step_seconds']:.2f} "
