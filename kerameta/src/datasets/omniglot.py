@@ -72,6 +72,8 @@ from typing import Any
 
 import numpy as np
 
+from kerameta.src.data.few_shot import split_classes
+
 OMNIGLOT_DIR_ENV = "KERAMETA_OMNIGLOT_DIR"
 """Environment variable naming the folder that holds the Omniglot zips."""
 
@@ -893,18 +895,7 @@ def load_data(
     order = np.argsort(y, kind="stable")
     x, y = x[order], y[order]
 
-    characters = np.unique(y)
-    shuffled = np.random.default_rng(seed).permutation(characters)
-    bounds = (
-        shuffled[:n_train],
-        shuffled[n_train : n_train + n_val],
-        shuffled[n_train + n_val :],
-    )
-    result = []
-    for chosen in bounds:
-        mask = np.isin(y, chosen)
-        result.append((x[mask], y[mask]))
-    return tuple(result)
+    return tuple(split_classes(x, y, (n_train, n_val, None), seed=seed))
 
 
 def __getattr__(name: str) -> Any:
