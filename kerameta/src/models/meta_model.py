@@ -3,6 +3,8 @@
 import math
 import numbers
 import warnings
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 import keras
@@ -13,6 +15,10 @@ from kerameta.src import meta_gradients as meta_gradients_lib
 from kerameta.src.data.task_batches import TaskBatches
 from kerameta.src.episodes import Episode
 from kerameta.src.episodes import validate_episode
+from kerameta.src.methods import inner_optimizers as inner_optimizers_lib
+from kerameta.src.methods import task_weighting as task_weighting_lib
+from kerameta.src.methods.co_learner import CoLearner
+from kerameta.src.methods.gradient_sharing import GradientSharing
 from kerameta.src.types import Tensor
 
 _VECTORIZE_OPTIONS = ("auto", True, False)
@@ -87,6 +93,85 @@ def resolve_vectorize_tasks(option: Any, model: keras.Model) -> bool:
     return not _has_channels_last_conv(model)
 
 
+def _is_batch_normalization(layer: keras.layers.Layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def resolve_adapted_mask(
+    model: keras.Model,
+    adapted_layers: list[str] | tuple[str, ...] | None,
+    adapt_batch_normalization: bool,
+) -> list[bool]:
+    """Which of `model.trainable_variables` the inner loop adapts."""
+    layers = list(model._flatten_layers(include_self=False))
+    if adapted_layers is None:
+        adapted = {id(v) for v in model.trainable_variables}
+    else:
+        if isinstance(adapted_layers, str) or not isinstance(
+            adapted_layers, (list, tuple)
+        ):
+            raise ValueError(
+                "`adapted_layers` must be a list of layer names (or None to "
+                f"adapt every layer). Received: adapted_layers="
+                f"{adapted_layers!r}"
+            )
+        by_name = {}
+        for layer in layers:
+            by_name.setdefault(layer.name, layer)
+        unknown = [name for name in adapted_layers if name not in by_name]
+        if unknown:
+            with_weights = [
+                layer.name for layer in layers if layer.trainable_weights
+            ]
+            raise ValueError(
+                f"`adapted_layers` names layers that are not in the model "
+                f"{model.name!r}: {unknown}. Layers with trainable weights: "
+                f"{with_weights}."
+            )
+        adapted = set()
+        for name in adapted_layers:
+            layer = by_name[name]
+            if not layer.trainable_weights:
+                raise ValueError(
+                    f"The layer {name!r} in `adapted_layers` has no "
+                    "trainable weights, so the inner loop cannot adapt it."
+                )
+            adapted.update(id(v) for v in layer.trainable_weights)
+    if not adapt_batch_normalization:
+        for layer in layers:
+            if _is_batch_normalization(layer):
+                adapted.difference_update(
+                    id(v) for v in layer.trainable_weights
+                )
+    mask = [id(v) in adapted for v in model.trainable_variables]
+    if not any(mask):
+        raise ValueError(
+            "The inner loop has no weights to adapt: `adapted_layers="
+            f"{adapted_layers!r}` with `adapt_batch_normalization="
+            f"{adapt_batch_normalization}` leaves none of the model's "
+            "trainable weights. Name layers with trainable weights."
+        )
+    return mask
+
+
+@dataclass
+class Adaptation:
+    """The result of the inner loop on a batch of tasks.
+
+    Attributes:
+        fast: the adapted weights, each with a leading task axis (only the
+            adapted ones; see `MetaModel.adapted_variables`).
+        support_losses: the support losses at the last inner step, per
+            task (`None` for zero steps).
+        batch_means: for gradient sharing, each step's batch-mean support
+            gradients (the history's signal); empty otherwise.
+    """
+
+    fast: list[Tensor]
+    support_losses: Tensor | None
+    batch_means: list[list[Tensor]] = field(default_factory=list)
+
+
 class MetaModel(seam.MetaTrainer, keras.Model):
     """The gradient-based meta-learning engine behind `kerameta.MAML`.
 
@@ -102,6 +187,12 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         evaluation_inner_steps: int | None = None,
         meta_gradient: str | meta_gradients_lib.MetaGradient = "second_order",
         vectorize_tasks: str | bool = "auto",
+        inner_optimizer: str | inner_optimizers_lib.InnerOptimizer = "sgd",
+        adapted_layers: list[str] | None = None,
+        adapt_batch_normalization: bool = True,
+        gradient_sharing: GradientSharing | str | None = None,
+        task_weighting: str | task_weighting_lib.TaskWeighting | None = None,
+        co_learner: CoLearner | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,7 +223,89 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         self._vectorize_option = vectorize_tasks
         self.vectorize_tasks = resolve_vectorize_tasks(vectorize_tasks, model)
         self._task_loss_fn = None
+        self._build_components(
+            inner_optimizer,
+            adapted_layers,
+            adapt_batch_normalization,
+            gradient_sharing,
+            task_weighting,
+            co_learner,
+        )
         self.built = True
+
+    def _build_components(
+        self,
+        inner_optimizer,
+        adapted_layers,
+        adapt_batch_normalization,
+        gradient_sharing,
+        task_weighting,
+        co_learner,
+    ) -> None:
+        model = self.model
+        self.adapted_layers = (
+            None if adapted_layers is None else list(adapted_layers)
+        )
+        if adapted_layers is not None and isinstance(adapted_layers, str):
+            self.adapted_layers = adapted_layers  # rejected just below
+        self.adapt_batch_normalization = bool(adapt_batch_normalization)
+        self._adapted_mask = resolve_adapted_mask(
+            model, self.adapted_layers, self.adapt_batch_normalization
+        )
+        shapes = [tuple(v.shape) for v in self.adapted_variables]
+        self.inner_optimizer = inner_optimizers_lib.get(inner_optimizer)
+        self.inner_optimizer.build_for(shapes, self.inner_learning_rate)
+        if gradient_sharing == GradientSharing.string_id:
+            gradient_sharing = GradientSharing()
+        elif isinstance(gradient_sharing, dict):
+            gradient_sharing = keras.saving.deserialize_keras_object(
+                gradient_sharing
+            )
+        if gradient_sharing is not None and not isinstance(
+            gradient_sharing, GradientSharing
+        ):
+            raise ValueError(
+                "`gradient_sharing` must be None, 'gradient_sharing' or a "
+                "`kerameta.GradientSharing`. Received: gradient_sharing="
+                f"{gradient_sharing!r}"
+            )
+        if gradient_sharing is not None:
+            gradient_sharing.build_for(shapes, self.inner_steps)
+        self.gradient_sharing = gradient_sharing
+        self.task_weighting = task_weighting_lib.get(task_weighting)
+        if isinstance(co_learner, dict):
+            co_learner = keras.saving.deserialize_keras_object(co_learner)
+        if co_learner is not None and not isinstance(co_learner, CoLearner):
+            raise ValueError(
+                "`co_learner` must be None or a `kerameta.CoLearner`. "
+                f"Received: co_learner={co_learner!r}"
+            )
+        if co_learner is not None:
+            co_learner.build_for(model)
+            self._co_learner_loss_tracker = keras.metrics.Mean(
+                name="co_learner_loss"
+            )
+        self.co_learner = co_learner
+        self._check_composition()
+
+    def _check_composition(self) -> None:
+        """Raises if the chosen components cannot work together."""
+
+    @property
+    def adapted_variables(self) -> list[keras.Variable]:
+        """The wrapped model's weights that the inner loop adapts.
+
+        All trainable weights by default; those of `adapted_layers` (ANIL)
+        otherwise, without batch normalization's when
+        `adapt_batch_normalization=False`.
+        """
+        return [
+            v
+            for v, adapted in zip(
+                self.model.trainable_variables, self._adapted_mask
+            )
+            if adapted
+        ]
 
     # ------------------------------------------------------------------
     # Configuration
@@ -254,6 +427,24 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             "evaluation_inner_steps": self._evaluation_inner_steps,
             "meta_gradient": meta_gradients_lib.serialize(self.meta_gradient),
             "vectorize_tasks": self._vectorize_option,
+            "inner_optimizer": keras.saving.serialize_keras_object(
+                self.inner_optimizer
+            ),
+            "adapted_layers": self.adapted_layers,
+            "adapt_batch_normalization": self.adapt_batch_normalization,
+            "gradient_sharing": (
+                None
+                if self.gradient_sharing is None
+                else keras.saving.serialize_keras_object(self.gradient_sharing)
+            ),
+            "task_weighting": keras.saving.serialize_keras_object(
+                self.task_weighting
+            ),
+            "co_learner": (
+                None
+                if self.co_learner is None
+                else keras.saving.serialize_keras_object(self.co_learner)
+            ),
         }
         return config
 
@@ -266,9 +457,10 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         build_config = config.pop("model_build_config", None)
         if not model.built and build_config:
             model.build_from_config(build_config)
-        config["meta_gradient"] = meta_gradients_lib.deserialize(
-            config["meta_gradient"]
-        )
+        if "meta_gradient" in config:
+            config["meta_gradient"] = meta_gradients_lib.deserialize(
+                config["meta_gradient"]
+            )
         return cls(model=model, **config)
 
     # ------------------------------------------------------------------
@@ -293,41 +485,93 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         )
         return y_pred
 
-    def _support_loss(self, fast, shared, x, y):
-        return self._task_loss(y, self._forward(fast, shared, x))
+    # ------------------------------------------------------------------
+    # Weights: the adapted ones carry a task axis, the others are shared
+    # ------------------------------------------------------------------
+    def _values_of(self, theta: list[Tensor]):
+        """A lookup `variable -> value` into `theta` (trainable values).
 
-    def _query_loss_and_predictions(self, fast, shared, x, y):
-        y_pred = self._forward(fast, shared, x)
-        return self._task_loss(y, y_pred), y_pred
+        Method code must read meta-learned weights from `theta`, not from
+        the variables: `theta` is what the meta-gradient differentiates.
+        """
+        index = {id(v): i for i, v in enumerate(self.trainable_variables)}
+
+        def values_of(variable):
+            position = index.get(id(variable))
+            # A weight that is not meta-learned (e.g. frozen by the user)
+            # is a constant of the meta-step.
+            return variable.value if position is None else theta[position]
+
+        return values_of
+
+    def _split_model_values(self, theta: list[Tensor]):
+        """The model's weights in `theta`: (adapted, frozen) lists."""
+        values_of = self._values_of(theta)
+        adapted, frozen = [], []
+        for variable, is_adapted in zip(
+            self.model.trainable_variables, self._adapted_mask
+        ):
+            (adapted if is_adapted else frozen).append(values_of(variable))
+        return adapted, frozen
+
+    def _merge(self, adapted: list[Tensor], frozen: list[Tensor]):
+        """The model's trainable weights, in order, from the two parts."""
+        adapted, frozen = iter(adapted), iter(frozen)
+        return [
+            next(adapted) if is_adapted else next(frozen)
+            for is_adapted in self._adapted_mask
+        ]
+
+    def _support_loss(self, fast, shared, x, y):
+        frozen, non_trainable = shared[:2]
+        return self._task_loss(
+            y, self._forward(self._merge(fast, frozen), non_trainable, x)
+        )
+
+    def _query_outputs(self, fast, shared, x, y):
+        """One task's query loss, co-learner loss (or 0) and predictions."""
+        frozen, non_trainable, head_values = shared
+        params = self._merge(fast, frozen)
+        if self.co_learner is None:
+            y_pred = self._forward(params, non_trainable, x)
+            loss = self._task_loss(y, y_pred)
+            return loss, ops.zeros_like(loss), y_pred
+        features, y_pred = self.co_learner.features_and_predictions(
+            params, non_trainable, x
+        )
+        co_pred = self.co_learner.head_predictions(head_values, features)
+        return self._task_loss(y, y_pred), self._task_loss(y, co_pred), y_pred
 
     def _query_predictions(self, fast, shared, x):
-        return self._forward(fast, shared, x)
+        frozen, non_trainable = shared[:2]
+        return self._forward(self._merge(fast, frozen), non_trainable, x)
 
     # ------------------------------------------------------------------
     # The inner loop
     # ------------------------------------------------------------------
-    def _model_values(self, theta: list[Tensor]) -> list[Tensor]:
-        """Picks the wrapped model's weights out of `trainable_variables`."""
-        index = {id(v): i for i, v in enumerate(self.trainable_variables)}
-        return [theta[index[id(v)]] for v in self.model.trainable_variables]
-
     def _adapt_batch(
         self,
         theta: list[Tensor],
         non_trainable: list[Tensor],
         episode: Episode,
         inner_steps: int,
-    ) -> tuple[list[Tensor], Tensor | None]:
+        training: bool = True,
+    ) -> Adaptation:
         """Runs the step-major inner loop for every task of a batch.
 
         All tasks advance together: at each inner step every task's support
         gradient is computed (vectorized over the task axis where the
-        backend profits), then every task takes its step.
+        backend profits), the meta-gradient estimator and gradient sharing
+        turn the gradients into step directions, and the inner optimizer
+        takes every task's step.
 
-        Returns:
-            The adapted weights, each with a leading task axis, and the
-            per-task support losses of the last inner step (`None` if
-            `inner_steps` is 0).
+        Args:
+            theta: the values of `self.trainable_variables`.
+            non_trainable: the values of the model's non-trainable weights.
+            episode: the batch of tasks.
+            inner_steps: the number of inner steps.
+            training: whether this is meta-training (gradient sharing at
+                evaluation follows its `evaluation_sharing`).
         """
         num_tasks = episode.num_tasks
         if num_tasks is None:
@@ -338,38 +582,104 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 "`keras.utils.PyDataset` whose batches have equal sizes, or "
                 "a `tf.data.Dataset` batched with `drop_remainder=True`."
             )
-        params = self._model_values(theta)
+        values_of = self._values_of(theta)
+        adapted, frozen = self._split_model_values(theta)
         fast = [
             ops.broadcast_to(ops.expand_dims(p, 0), (num_tasks, *p.shape))
-            for p in params
+            for p in adapted
         ]
+        shared = (frozen, non_trainable)
         support_grad = seam.per_task_value_and_grad(
             self._support_loss,
             create_graph=self.meta_gradient.create_graph,
             vectorize=self.vectorize_tasks,
         )
+        optimizer_values = [
+            values_of(v) for v in self.inner_optimizer.trainable_variables
+        ]
+        sharing = self.gradient_sharing
+        if sharing is not None:
+            concurrent_scales, history_scales = sharing.scale_values(values_of)
         losses = None
+        batch_means = []
         for step in range(inner_steps):
             losses, grads = support_grad(
-                fast, non_trainable, episode.support_x, episode.support_y
+                fast, shared, episode.support_x, episode.support_y
             )
             grads = self.meta_gradient.inner_gradients(list(grads), step)
-            fast = [
-                f - ops.cast(self.inner_learning_rate, f.dtype) * g
-                for f, g in zip(fast, grads)
-            ]
-        return fast, losses
-
-    def _meta_objective(self, theta, non_trainable, episode, inner_steps):
-        with seam.second_order_safe():
-            fast, _ = self._adapt_batch(
-                theta, non_trainable, episode, inner_steps
+            if sharing is not None:
+                grads, means = sharing.directions(
+                    grads, step, concurrent_scales, history_scales, training
+                )
+                batch_means.append(means)
+            fast = self.inner_optimizer.apply(
+                fast, grads, step, self.inner_learning_rate, optimizer_values
             )
-            task_losses, y_pred = seam.per_task_map(
-                self._query_loss_and_predictions,
-                vectorize=self.vectorize_tasks,
-            )(fast, non_trainable, episode.query_x, episode.query_y)
-        return ops.mean(task_losses), (task_losses, y_pred)
+        return Adaptation(fast, losses, batch_means)
+
+    def _query_shared(self, theta, non_trainable, frozen):
+        head_values = []
+        if self.co_learner is not None:
+            values_of = self._values_of(theta)
+            head_values = [
+                values_of(v) for v in self.co_learner.head.trainable_variables
+            ]
+        return (frozen, non_trainable, head_values)
+
+    def _task_weights(self, adapted, fast, training):
+        """Each task's weight in the outer loss (constants), `(tasks,)`."""
+        if not training:
+            num_tasks = fast[0].shape[0]
+            return ops.ones((num_tasks,), fast[0].dtype) / num_tasks
+        updates = [
+            ops.stop_gradient(ops.expand_dims(p, 0) - f)
+            for p, f in zip(adapted, fast)
+        ]
+        return ops.stop_gradient(self.task_weighting.weights(updates))
+
+    def _combine_task_losses(self, weights, task_losses, co_losses):
+        """The meta-objective from the per-task losses and task weights."""
+        objective = ops.sum(weights * task_losses)
+        if self.co_learner is None:
+            return objective
+        weight = self.co_learner.loss_weight
+        if self.task_weighting.apply_to == "total":
+            return objective + weight * ops.sum(weights * co_losses)
+        return objective + weight * ops.mean(co_losses)
+
+    def _meta_objective(
+        self, theta, non_trainable, episode, inner_steps, training=True
+    ):
+        """The meta-objective of a batch; what `train_step` differentiates.
+
+        Returns:
+            `(objective, aux)` with `aux` a dict: `task_losses` (query loss
+            per task), `y_pred` (adapted query predictions), `co_losses`
+            (co-learner loss per task, zeros without one) and `batch_means`
+            (gradient sharing's signal, see `Adaptation`).
+        """
+        with seam.second_order_safe():
+            adaptation = self._adapt_batch(
+                theta, non_trainable, episode, inner_steps, training
+            )
+            adapted, frozen = self._split_model_values(theta)
+            task_losses, co_losses, y_pred = seam.per_task_map(
+                self._query_outputs, vectorize=self.vectorize_tasks
+            )(
+                adaptation.fast,
+                self._query_shared(theta, non_trainable, frozen),
+                episode.query_x,
+                episode.query_y,
+            )
+        weights = self._task_weights(adapted, adaptation.fast, training)
+        objective = self._combine_task_losses(weights, task_losses, co_losses)
+        aux = {
+            "task_losses": task_losses,
+            "co_losses": co_losses,
+            "y_pred": y_pred,
+            "batch_means": adaptation.batch_means,
+        }
+        return objective, aux
 
     # ------------------------------------------------------------------
     # Train / test / predict bodies (wrapped by the backend's MetaTrainer)
@@ -446,14 +756,28 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 theta_values, non_trainable, episode, self.inner_steps
             )
 
-        (loss, (_, y_pred)), grads = seam.value_and_grad(
+        (objective_value, aux), grads = seam.value_and_grad(
             objective, has_aux=True
         )(theta)
-        self._apply_if_finite(loss, grads)
-        return self._update_metrics(loss, episode, y_pred)
+        finite = self._apply_if_finite(objective_value, grads)
+        if self.gradient_sharing is not None and aux["batch_means"]:
+            self._update_sharing_history(aux["batch_means"], finite)
+        return self._update_metrics(aux, episode)
 
-    def _apply_if_finite(self, loss: Tensor, grads: list[Tensor]) -> None:
-        """Applies the meta-gradient, or leaves every weight as it was."""
+    def _update_sharing_history(self, batch_means, finite) -> None:
+        """Moves gradient sharing's history after an applied outer step."""
+        sharing = self.gradient_sharing
+        with seam.no_grad():
+            new_history = sharing.updated_history(batch_means)
+            for variable, value in zip(sharing.history, new_history):
+                variable.assign(ops.where(finite, value, variable.value))
+
+    def _apply_if_finite(self, loss: Tensor, grads: list[Tensor]) -> Tensor:
+        """Applies the meta-gradient, or leaves every weight as it was.
+
+        Returns:
+            A boolean scalar tensor: whether the update was applied.
+        """
         finite = ops.all(ops.isfinite(loss))
         for g in grads:
             finite = ops.logical_and(finite, ops.all(ops.isfinite(g)))
@@ -469,22 +793,33 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             self.optimizer.apply(safe_grads, variables)
             for v, old in zip(watched, before):
                 v.assign(ops.where(finite, v.value, old))
+        return finite
 
-    def _update_metrics(self, loss, episode, y_pred):
-        self._loss_tracker.update_state(loss)
+    def _update_metrics(self, aux, episode):
+        task_losses = ops.stop_gradient(aux["task_losses"])
+        self._loss_tracker.update_state(ops.mean(task_losses))
+        if self.co_learner is not None:
+            self._co_learner_loss_tracker.update_state(
+                ops.mean(ops.stop_gradient(aux["co_losses"]))
+            )
         return self.compute_metrics(
-            episode.query_x, episode.query_y, y_pred, sample_weight=None
+            episode.query_x,
+            episode.query_y,
+            ops.stop_gradient(aux["y_pred"]),
+            sample_weight=None,
         )
 
     def _meta_test_step(self, data):
         episode = self._episode(data, "test")
         theta, non_trainable = self._state_values()
-        loss, (_, y_pred) = self._meta_objective(
-            theta, non_trainable, episode, self.evaluation_inner_steps
+        _, aux = self._meta_objective(
+            theta,
+            non_trainable,
+            episode,
+            self.evaluation_inner_steps,
+            training=False,
         )
-        loss = ops.stop_gradient(loss)
-        y_pred = ops.stop_gradient(y_pred)
-        return self._update_metrics(loss, episode, y_pred)
+        return self._update_metrics(aux, episode)
 
     def _meta_predict_step(self, data):
         episode = self._episode(data, "predict")
@@ -495,12 +830,17 @@ class MetaModel(seam.MetaTrainer, keras.Model):
 
     def _adapted_query_predictions(self, theta, non_trainable, episode):
         with seam.second_order_safe():
-            fast, _ = self._adapt_batch(
-                theta, non_trainable, episode, self.evaluation_inner_steps
+            adaptation = self._adapt_batch(
+                theta,
+                non_trainable,
+                episode,
+                self.evaluation_inner_steps,
+                training=False,
             )
+            _, frozen = self._split_model_values(theta)
             return seam.per_task_map(
                 self._query_predictions, vectorize=self.vectorize_tasks
-            )(fast, non_trainable, episode.query_x)
+            )(adaptation.fast, (frozen, non_trainable), episode.query_x)
 
     def call(self, inputs, training=None):
         """Adapts to each task's support set; returns query predictions."""
@@ -590,7 +930,11 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             ) from None
         theta, non_trainable = self._state_values()
         with seam.enable_grad(), seam.second_order_safe():
-            fast, _ = self._adapt_batch(theta, non_trainable, episode, steps)
+            adaptation = self._adapt_batch(
+                theta, non_trainable, episode, steps, training=False
+            )
+            _, frozen = self._split_model_values(theta)
+            fast = self._merge([value[0] for value in adaptation.fast], frozen)
         adapted = keras.models.clone_model(self.model)
         if not adapted.built:
             adapted.build_from_config(self.model.get_build_config())
@@ -599,7 +943,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         for variable, source in zip(adapted.weights, self.model.weights):
             variable.assign(source.value)
         for variable, value in zip(adapted.trainable_variables, fast):
-            variable.assign(ops.stop_gradient(value[0]))
+            variable.assign(ops.stop_gradient(value))
         return adapted
 
     # ------------------------------------------------------------------

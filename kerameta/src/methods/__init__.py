@@ -1,0 +1,1 @@
+"""The composable switches of a meta-model (inner optimizer, sharing, ...)."""

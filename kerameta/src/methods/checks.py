@@ -1,0 +1,64 @@
+"""Argument checks shared by the method components."""
+
+import math
+import numbers
+from typing import Any
+
+import keras
+
+
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    include_high: bool = True,
+) -> float:
+    """Returns `value` as a float, or raises a Keras-style `ValueError`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or (low is not None and value < low)
+        or (
+            high is not None
+            and (value > high or (value == high and not include_high))
+        )
+    ):
+        bounds = []
+        if low is not None:
+            bounds.append(f">= {low}")
+        if high is not None:
+            bounds.append(f"{'<=' if include_high else '<'} {high}")
+        expected = "a finite number" + (
+            f" {' and '.join(bounds)}" if bounds else ""
+        )
+        raise ValueError(
+            f"`{name}` must be {expected}. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Returns `value` if it is one of `choices`, or raises."""
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {list(choices)}. Received: "
+            f"{name}={value!r}"
+        )
+    return value
+
+
+def get_component(kind: str, identifier: Any, base: type, registry: dict):
+    """Resolves a string id, a serialized config or an instance of `base`."""
+    if isinstance(identifier, base):
+        return identifier
+    if isinstance(identifier, str) and identifier in registry:
+        return registry[identifier]()
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    raise ValueError(
+        f"Unknown `{kind}`. Expected one of {sorted(registry)} or a "
+        f"`kerameta.{base.__name__}` instance. Received: {kind}="
+        f"{identifier!r}"
+    )

@@ -1,0 +1,174 @@
+"""`Reptile`: first-order meta-learning by moving towards adapted weights."""
+
+from typing import Any
+
+from keras import ops
+
+from kerameta.src import backend as seam
+from kerameta.src.api_export import kerameta_export
+from kerameta.src.models.meta_model import MetaModel
+
+
+@kerameta_export
+class Reptile(MetaModel):
+    """Reptile: meta-learns an initialization by moving it towards the
+    weights each task adapts to.
+
+    `Reptile` shares everything with `kerameta.MAML` (data format, `fit`,
+    `evaluate`, `predict`, `adapt`, saving, ANIL's `adapted_layers`,
+    gradient sharing, task weighting, the CML co-learner) except the outer
+    rule. After the inner loop on each task's support set, the outer
+    optimizer receives the pseudo-gradient `sum_i w_i * (initial -
+    adapted_i)`, with `w_i = 1 / tasks` (or the weights of a
+    `task_weighting` such as `"gradient_agreement"`), instead of a
+    differentiated query loss. No second-order graph and no query gradient
+    are needed; the query set only scores the adaptation (the logged
+    `loss`).
+
+    With `keras.optimizers.SGD(learning_rate=epsilon)` as the outer
+    optimizer, one step is the paper's `initial += epsilon * (mean adapted
+    - initial)`; the paper anneals `epsilon` linearly from 1 to 0 (use a
+    `keras.optimizers.schedules.PolynomialDecay`). Adam on the
+    pseudo-gradient also works.
+
+    Composition: gradient sharing's scales get no meta-gradient under
+    Reptile, so they stay at their initial values (set them with
+    `GradientSharing(concurrent_initial=...)`); a co-learner's loss adds its
+    first-order gradient (through the adapted weights, with their
+    dependence on the initial weights taken as the identity). Meta-SGD's
+    rates would get no gradient, so `inner_optimizer="meta_sgd"` is refused.
+
+    Args:
+        model: a built `keras.Model`.
+        inner_steps: inner SGD steps per task. Defaults to `5`.
+        inner_learning_rate: inner step size. Defaults to `0.01`.
+        evaluation_inner_steps: inner steps in `evaluate`, `predict` and
+            `adapt`. Defaults to `inner_steps`.
+        vectorize_tasks: as in `kerameta.MAML`.
+        inner_optimizer: `"sgd"` or an `InnerOptimizer` without trainable
+            weights. Defaults to `"sgd"`.
+        adapted_layers: as in `kerameta.MAML`: the layers the inner loop
+            adapts (the others get a zero pseudo-gradient).
+        adapt_batch_normalization: as in `kerameta.MAML`.
+        gradient_sharing: as in `kerameta.MAML` (fixed scales).
+        task_weighting: as in `kerameta.MAML`.
+        co_learner: as in `kerameta.MAML`.
+        **kwargs: `name` and the other `keras.Model` arguments.
+
+    Example:
+
+    ```python
+    reptile = kerameta.Reptile(net, inner_steps=5, inner_learning_rate=0.02)
+    reptile.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
+    reptile.fit(tasks, epochs=1)
+    ```
+
+    Reference:
+
+    - [Nichol et al., 2018. On First-Order Meta-Learning
+      Algorithms](https://arxiv.org/abs/1803.02999)
+    """
+
+    def __init__(
+        self,
+        model,
+        inner_steps: int = 5,
+        inner_learning_rate: float = 0.01,
+        evaluation_inner_steps: int | None = None,
+        vectorize_tasks: str | bool = "auto",
+        inner_optimizer: Any = "sgd",
+        adapted_layers: list[str] | None = None,
+        adapt_batch_normalization: bool = True,
+        gradient_sharing: Any = None,
+        task_weighting: Any = None,
+        co_learner: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if "meta_gradient" in kwargs:
+            raise ValueError(
+                "`Reptile` has its own first-order outer rule and takes no "
+                "`meta_gradient`. Use `kerameta.MAML` to choose one. "
+                f"Received: meta_gradient={kwargs['meta_gradient']!r}"
+            )
+        super().__init__(
+            model,
+            inner_steps=inner_steps,
+            inner_learning_rate=inner_learning_rate,
+            evaluation_inner_steps=evaluation_inner_steps,
+            meta_gradient="first_order",
+            vectorize_tasks=vectorize_tasks,
+            inner_optimizer=inner_optimizer,
+            adapted_layers=adapted_layers,
+            adapt_batch_normalization=adapt_batch_normalization,
+            gradient_sharing=gradient_sharing,
+            task_weighting=task_weighting,
+            co_learner=co_learner,
+            **kwargs,
+        )
+
+    def _check_composition(self) -> None:
+        if self.inner_optimizer.trainable_weights:
+            raise ValueError(
+                "Reptile has no meta-gradient through the inner loop, so "
+                f"the learned weights of the inner optimizer "
+                f"{type(self.inner_optimizer).__name__} (e.g. Meta-SGD's "
+                "rates) would never train. Use `inner_optimizer='sgd'` with "
+                "Reptile, or `kerameta.MAML` with Meta-SGD."
+            )
+        if self.gradient_sharing is not None:
+            sharing = self.gradient_sharing
+            for variable in sharing.concurrent_scales + sharing.history_scales:
+                variable.trainable = False
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["meta_gradient"]
+        return config
+
+    def _meta_objective(
+        self, theta, non_trainable, episode, inner_steps, training=True
+    ):
+        with seam.second_order_safe():
+            adaptation = self._adapt_batch(
+                theta, non_trainable, episode, inner_steps, training
+            )
+            adapted, frozen = self._split_model_values(theta)
+            # The adapted values, with the identity as their Jacobian with
+            # respect to the initial weights: first-order co-learner terms.
+            fast = [
+                ops.expand_dims(p, 0)
+                + ops.stop_gradient(f - ops.expand_dims(p, 0))
+                for p, f in zip(adapted, adaptation.fast)
+            ]
+            task_losses, co_losses, y_pred = seam.per_task_map(
+                self._query_outputs, vectorize=self.vectorize_tasks
+            )(
+                fast,
+                self._query_shared(theta, non_trainable, frozen),
+                episode.query_x,
+                episode.query_y,
+            )
+        weights = self._task_weights(adapted, adaptation.fast, training)
+        # A surrogate whose gradient is the pseudo-gradient
+        # sum_i w_i (initial - adapted_i) for the adapted weights.
+        objective = 0.0
+        for p, f in zip(adapted, adaptation.fast):
+            update = ops.expand_dims(p, 0) - ops.stop_gradient(f)
+            shape = (-1,) + (1,) * (len(update.shape) - 1)
+            pseudo_gradient = ops.sum(
+                ops.reshape(weights, shape) * update, axis=0
+            )
+            objective = objective + ops.sum(
+                p * ops.stop_gradient(pseudo_gradient)
+            )
+        if self.co_learner is not None:
+            objective = objective + self._combine_task_losses(
+                weights, ops.zeros_like(task_losses), co_losses
+            )
+        aux = {
+            "task_losses": task_losses,
+            "co_losses": co_losses,
+            "y_pred": y_pred,
+            "batch_means": adaptation.batch_means,
+        }
+        return objective, aux
