@@ -946,6 +946,42 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             variable.assign(ops.stop_gradient(value))
         return adapted
 
+    def without_co_learner(self) -> "MetaModel":
+        """Returns this meta-model without its CML co-learner.
+
+        The co-learner only shapes meta-training; drop it afterwards. The
+        returned meta-model shares the wrapped model (and every other
+        component) with this one, so its predictions are bit-identical,
+        and it is compiled with the same loss and metrics (and a fresh
+        optimizer) if this one is compiled. Save it to deploy without the
+        co-learner's weights.
+
+        Returns:
+            A meta-model of the same class, without `co_learner`.
+
+        Raises:
+            ValueError: if this meta-model has no co-learner.
+        """
+        if self.co_learner is None:
+            raise ValueError(
+                "This meta-model has no co-learner to remove (co_learner="
+                "None)."
+            )
+        config = self.get_config()
+        for key in ("model", "model_build_config", "co_learner"):
+            config.pop(key)
+        config.update(
+            inner_optimizer=self.inner_optimizer,
+            gradient_sharing=self.gradient_sharing,
+            task_weighting=self.task_weighting,
+        )
+        if "meta_gradient" in config:
+            config["meta_gradient"] = self.meta_gradient
+        stripped = type(self)(model=self.model, **config)
+        if self.compiled:
+            stripped.compile_from_config(self.get_compile_config())
+        return stripped
+
     # ------------------------------------------------------------------
     # fit: stop cleanly on a non-finite meta-loss
     # ------------------------------------------------------------------
