@@ -43,6 +43,25 @@ class MAML(MetaModel):
         vectorize_tasks: `"auto"`, `True` or `False`: whether tasks are
             vectorized (`vmap`) or looped over. `"auto"` chooses from the
             backend and the layers. Defaults to `"auto"`.
+        inner_optimizer: the inner update rule: `"sgd"` (the default),
+            `"meta_sgd"` (a meta-learned rate per weight, see
+            `kerameta.MetaSGD`) or a `kerameta.inner_optimizers.
+            InnerOptimizer`.
+        adapted_layers: the names of the layers the inner loop adapts, e.g.
+            `["head"]` for ANIL; the other weights are meta-learned but stay
+            fixed during adaptation. Defaults to `None`: every layer.
+        adapt_batch_normalization: whether the inner loop adapts batch
+            normalization's scale and offset (when their layer is adapted).
+            Defaults to `True`.
+        gradient_sharing: `None`, `"gradient_sharing"` or a
+            `kerameta.GradientSharing`: share inner gradients across the
+            tasks of a batch with meta-learned scales. Defaults to `None`.
+        task_weighting: how tasks weigh in the outer loss: `None` or
+            `"uniform"` (the mean), `"gradient_agreement"` or a
+            `kerameta.TaskWeighting`. Defaults to `None`.
+        co_learner: `None` or a `kerameta.CoLearner`: an outer-loop-only
+            head whose loss augments the meta-gradient (CML). Defaults to
+            `None`.
         **kwargs: `name` and the other `keras.Model` arguments.
 
     Example:
@@ -64,6 +83,23 @@ class MAML(MetaModel):
     maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse",
                  metrics=["mae"])
     maml.fit(tasks, epochs=1)
+    ```
+
+    The switches compose: for example Meta-SGD rates on an ANIL head, with
+    gradient sharing, agreement weighting and a co-learner (on
+    `kerameta.models.mlp`, whose layers are named `hidden1`, `hidden2` and
+    `head`):
+
+    ```python
+    maml = kerameta.MAML(
+        kerameta.models.mlp(),
+        inner_steps=5,
+        inner_optimizer="meta_sgd",
+        adapted_layers=["head"],
+        gradient_sharing=kerameta.GradientSharing(),
+        task_weighting="gradient_agreement",
+        co_learner=kerameta.CoLearner(keras.layers.Dense(1), "hidden2"),
+    )
     ```
 
     Reference:
