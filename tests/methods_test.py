@@ -647,3 +647,24 @@ def test_reptile_one_step_pseudo_gradient_is_the_mean_support_gradient():
         np.testing.assert_allclose(
             before - _numpy(variable), LR * g, rtol=1e-4, atol=1e-6
         )
+
+
+def test_fit_and_evaluate_log_the_method_diagnostics():
+    params, tasks = _case(num_tasks=4)
+    meta = _meta_model(
+        params,
+        task_weighting="gradient_agreement",
+        co_learner=kerameta.CoLearner(keras.layers.Dense(1), "hidden2"),
+    )
+    x, y = _batch(tasks)
+    logs = meta.fit(x, y, batch_size=4, verbose=0).history
+    expected = {"loss", "co_learner_loss"} | {
+        f"task_weight_{name}" for name in ("min", "max", "sum")
+    }
+    assert set(logs) == expected
+    assert logs["task_weight_min"][0] <= logs["task_weight_max"][0]
+    assert abs(logs["task_weight_sum"][0]) <= 1 + 1e-6
+    evaluated = meta.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    assert set(evaluated) == expected
+    plain = _meta_model(params)
+    assert set(plain.fit(x, y, batch_size=4, verbose=0).history) == {"loss"}

@@ -273,6 +273,17 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             gradient_sharing.build_for(shapes, self.inner_steps)
         self.gradient_sharing = gradient_sharing
         self.task_weighting = task_weighting_lib.get(task_weighting)
+        if self._weights_tasks:
+            # Negative or vanishing weights destabilize training: log them.
+            self._task_weight_min_tracker = keras.metrics.Mean(
+                name="task_weight_min"
+            )
+            self._task_weight_max_tracker = keras.metrics.Mean(
+                name="task_weight_max"
+            )
+            self._task_weight_sum_tracker = keras.metrics.Mean(
+                name="task_weight_sum"
+            )
         if isinstance(co_learner, dict):
             co_learner = keras.saving.deserialize_keras_object(co_learner)
         if co_learner is not None and not isinstance(co_learner, CoLearner):
@@ -626,16 +637,30 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             ]
         return (frozen, non_trainable, head_values)
 
+    @property
+    def _weights_tasks(self) -> bool:
+        """Whether the task weighting is other than the uniform mean."""
+        weights = type(self.task_weighting).weights
+        return weights is not task_weighting_lib.TaskWeighting.weights
+
     def _task_weights(self, adapted, fast, training):
-        """Each task's weight in the outer loss (constants), `(tasks,)`."""
-        if not training:
-            num_tasks = fast[0].shape[0]
-            return ops.ones((num_tasks,), fast[0].dtype) / num_tasks
+        """Each task's weight in the outer loss (constants), `(tasks,)`.
+
+        Returns:
+            `(weights, logged)`: the weights of the objective (uniform when
+            not training) and the task weighting's weights, for the logs
+            (`None` for the uniform weighting).
+        """
+        num_tasks = fast[0].shape[0]
+        uniform = ops.ones((num_tasks,), fast[0].dtype) / num_tasks
+        if not self._weights_tasks:
+            return uniform, None
         updates = [
             ops.stop_gradient(ops.expand_dims(p, 0) - f)
             for p, f in zip(adapted, fast)
         ]
-        return ops.stop_gradient(self.task_weighting.weights(updates))
+        weights = ops.stop_gradient(self.task_weighting.weights(updates))
+        return (weights if training else uniform), weights
 
     def _combine_task_losses(self, weights, task_losses, co_losses):
         """The meta-objective from the per-task losses and task weights."""
@@ -671,13 +696,14 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 episode.query_x,
                 episode.query_y,
             )
-        weights = self._task_weights(adapted, adaptation.fast, training)
+        weights, logged = self._task_weights(adapted, adaptation.fast, training)
         objective = self._combine_task_losses(weights, task_losses, co_losses)
         aux = {
             "task_losses": task_losses,
             "co_losses": co_losses,
             "y_pred": y_pred,
             "batch_means": adaptation.batch_means,
+            "task_weights": logged,
         }
         return objective, aux
 
@@ -802,6 +828,12 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             self._co_learner_loss_tracker.update_state(
                 ops.mean(ops.stop_gradient(aux["co_losses"]))
             )
+        weights = aux.get("task_weights")
+        if weights is not None:
+            weights = ops.stop_gradient(weights)
+            self._task_weight_min_tracker.update_state(ops.min(weights))
+            self._task_weight_max_tracker.update_state(ops.max(weights))
+            self._task_weight_sum_tracker.update_state(ops.sum(weights))
         return self.compute_metrics(
             episode.query_x,
             episode.query_y,
@@ -964,8 +996,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         """
         if self.co_learner is None:
             raise ValueError(
-                "This meta-model has no co-learner to remove (co_learner="
-                "None)."
+                "This meta-model has no co-learner to remove (co_learner=None)."
             )
         config = self.get_config()
         for key in ("model", "model_build_config", "co_learner"):

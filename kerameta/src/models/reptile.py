@@ -148,7 +148,7 @@ class Reptile(MetaModel):
                 episode.query_x,
                 episode.query_y,
             )
-        weights = self._task_weights(adapted, adaptation.fast, training)
+        weights, logged = self._task_weights(adapted, adaptation.fast, training)
         # A surrogate whose gradient is the pseudo-gradient
         # sum_i w_i (initial - adapted_i) for the adapted weights.
         objective = 0.0
@@ -170,5 +170,6 @@ class Reptile(MetaModel):
             "co_losses": co_losses,
             "y_pred": y_pred,
             "batch_means": adaptation.batch_means,
+            "task_weights": logged,
         }
         return objective, aux
