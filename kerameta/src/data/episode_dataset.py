@@ -4,8 +4,8 @@ from typing import Any
 
 import numpy as np
 
+from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
-from kerameta.src.data.task_batches import check_positive_int
 
 
 class EpisodeDataset(TaskBatches):

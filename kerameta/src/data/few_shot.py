@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
-from kerameta.src.data.task_batches import check_positive_int
 
 ALL_ROTATIONS = (0, 90, 180, 270)
 

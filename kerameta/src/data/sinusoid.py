@@ -5,8 +5,8 @@ from typing import Any
 
 import numpy as np
 
+from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
-from kerameta.src.data.task_batches import check_positive_int
 
 
 def _check_range(name: str, value: Any) -> tuple[float, float]:

@@ -5,17 +5,7 @@ from typing import Any
 import keras
 import numpy as np
 
-
-def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    if value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return int(value)
+from kerameta.src.checks import check_positive_int
 
 
 class TaskBatches(keras.utils.PyDataset):

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from kerameta.src.api_export import kerameta_export
-from kerameta.src.methods.checks import check_number
+from kerameta.src.checks import check_number
 from kerameta.src.types import Tensor
 
 

@@ -7,8 +7,9 @@ import keras
 from keras import ops
 
 from kerameta.src.api_export import kerameta_export
-from kerameta.src.methods.checks import check_choice
-from kerameta.src.methods.checks import check_number
+from kerameta.src.checks import check_choice
+from kerameta.src.checks import check_number
+from kerameta.src.checks import check_positive_int
 from kerameta.src.types import Tensor
 
 _CONCURRENT = ("mean", "leave_one_out")
@@ -119,15 +120,7 @@ class GradientSharing(keras.layers.Layer):
             "granularity", granularity, _GRANULARITY
         )
         if steps is not None:
-            if (
-                isinstance(steps, bool)
-                or not isinstance(steps, int)
-                or steps < 1
-            ):
-                raise ValueError(
-                    "`steps` must be a positive integer or None. Received: "
-                    f"steps={steps!r}"
-                )
+            steps = check_positive_int("steps", steps)
         self.steps = steps
         self.evaluation_sharing = check_choice(
             "evaluation_sharing", evaluation_sharing, _EVALUATION

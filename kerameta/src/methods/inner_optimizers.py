@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from kerameta.src.api_export import kerameta_export
-from kerameta.src.methods.checks import get_component
+from kerameta.src.checks import get_component
 from kerameta.src.types import Tensor
 
 

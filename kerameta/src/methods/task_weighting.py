@@ -5,9 +5,9 @@ from typing import Any
 from keras import ops
 
 from kerameta.src.api_export import kerameta_export
-from kerameta.src.methods.checks import check_choice
-from kerameta.src.methods.checks import check_number
-from kerameta.src.methods.checks import get_component
+from kerameta.src.checks import check_choice
+from kerameta.src.checks import check_number
+from kerameta.src.checks import get_component
 from kerameta.src.types import Tensor
 
 _FORMS = ("paper", "book")

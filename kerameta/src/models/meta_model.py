@@ -12,6 +12,7 @@ from keras import ops
 
 from kerameta.src import backend as seam
 from kerameta.src import meta_gradients as meta_gradients_lib
+from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
 from kerameta.src.episodes import Episode
 from kerameta.src.episodes import validate_episode
@@ -22,20 +23,6 @@ from kerameta.src.methods.gradient_sharing import GradientSharing
 from kerameta.src.types import Tensor
 
 _VECTORIZE_OPTIONS = ("auto", True, False)
-
-
-def _check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
-    low = 0 if allow_zero else 1
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < low
-    ):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(
-            f"`{name}` must be a {kind} integer. Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def _check_learning_rate(value: Any) -> float:
@@ -334,7 +321,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
 
     @inner_steps.setter
     def inner_steps(self, value: int) -> None:
-        self._inner_steps = _check_positive_int("inner_steps", value)
+        self._inner_steps = check_positive_int("inner_steps", value)
         self._reset_compiled_functions()
 
     @property
@@ -357,7 +344,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
     @evaluation_inner_steps.setter
     def evaluation_inner_steps(self, value: int | None) -> None:
         if value is not None:
-            value = _check_positive_int(
+            value = check_positive_int(
                 "evaluation_inner_steps", value, allow_zero=True
             )
         self._evaluation_inner_steps = value
@@ -933,7 +920,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         steps = (
             self.evaluation_inner_steps if inner_steps is None else inner_steps
         )
-        _check_positive_int("inner_steps", steps, allow_zero=True)
+        check_positive_int("inner_steps", steps, allow_zero=True)
         support_x = ops.convert_to_tensor(support_x)
         support_y = ops.convert_to_tensor(support_y)
         received = (

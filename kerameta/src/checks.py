@@ -1,10 +1,25 @@
-"""Argument checks shared by the method components."""
+"""Argument checks shared across kerameta (Keras-style messages)."""
 
 import math
 import numbers
 from typing import Any
 
 import keras
+
+
+def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
+    """Returns `value` as an int if it is a positive (or zero) integer."""
+    low = 0 if allow_zero else 1
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < low
+    ):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(
+            f"`{name}` must be a {kind} integer. Received: {name}={value!r}"
+        )
+    return int(value)
 
 
 def check_number(
