@@ -149,3 +149,20 @@ def test_reptile_keeps_sharing_scales_fixed():
     assert not trainable & {
         id(v) for v in sharing.concurrent_scales + sharing.history_scales
     }
+
+
+@pytest.mark.parametrize(
+    "argument, identifier, cls",
+    [
+        ("inner_optimizer", "sgd", kerameta.inner_optimizers.SGD),
+        ("inner_optimizer", "meta_sgd", kerameta.MetaSGD),
+        ("task_weighting", "mean", kerameta.TaskWeighting),
+        ("task_weighting", "gradient_agreement", kerameta.GradientAgreement),
+        ("gradient_sharing", "gradient_sharing", kerameta.GradientSharing),
+    ],
+)
+def test_string_ids(argument, identifier, cls):
+    meta = kerameta.MAML(_net(), **{argument: identifier})
+    component = getattr(meta, argument)
+    assert type(component) is cls
+    assert component.string_id == identifier

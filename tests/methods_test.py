@@ -668,3 +668,31 @@ def test_fit_and_evaluate_log_the_method_diagnostics():
     assert set(evaluated) == expected
     plain = _meta_model(params)
     assert set(plain.fit(x, y, batch_size=4, verbose=0).history) == {"loss"}
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="torch.compile takes tens of seconds to compile a second-order "
+    "step (DESIGN.md section 3), beyond this file's time budget",
+)
+def test_compiled_step_equals_eager_step_with_every_switch():
+    params, tasks = _case(seed=5, num_tasks=3)
+    x, y = _batch(tasks)
+    weights = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(0)
+        meta = _meta_model(
+            params,
+            steps=2,
+            adapted_layers=["hidden2", "head"],
+            inner_optimizer="meta_sgd",
+            gradient_sharing=kerameta.GradientSharing(concurrent_initial=0.3),
+            task_weighting="gradient_agreement",
+            co_learner=kerameta.CoLearner(keras.layers.Dense(1), "hidden1"),
+        )
+        meta.compile(optimizer="adam", loss="mse", jit_compile=jit_compile)
+        for _ in range(2):
+            meta.train_on_batch(x, y)
+        weights.append([_numpy(v) for v in meta.weights])
+    for eager, compiled in zip(*weights):
+        np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-6)

@@ -25,7 +25,7 @@ class TaskWeighting:
     of the adapted weights; the weights are constants of the
     meta-gradient (computed without gradient).
 
-    String id: `"uniform"`.
+    String id: `"mean"`.
 
     Args:
         apply_to: `"total"` weights each task's query loss plus its
@@ -34,7 +34,7 @@ class TaskWeighting:
             averaged uniformly. Defaults to `"total"`.
     """
 
-    string_id = "uniform"
+    string_id = "mean"
 
     def __init__(self, apply_to: str = "total") -> None:
         self.apply_to = check_choice("apply_to", apply_to, _APPLY_TO)

@@ -57,7 +57,7 @@ class MAML(MetaModel):
             `kerameta.GradientSharing`: share inner gradients across the
             tasks of a batch with meta-learned scales. Defaults to `None`.
         task_weighting: how tasks weigh in the outer loss: `None` or
-            `"uniform"` (the mean), `"gradient_agreement"` or a
+            `"mean"` (the default), `"gradient_agreement"` or a
             `kerameta.TaskWeighting`. Defaults to `None`.
         co_learner: `None` or a `kerameta.CoLearner`: an outer-loop-only
             head whose loss augments the meta-gradient (CML). Defaults to
