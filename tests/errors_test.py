@@ -688,3 +688,25 @@ def test_huge_inner_learning_rate_stops_fit_and_keeps_weights():
         history = maml.fit(tasks, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 1
     _assert_weights_equal(_weights(maml), before)
+
+
+def test_update_that_overflows_the_optimizer_state_is_refused():
+    # A finite but huge meta-gradient overflows Adam's second moment to inf;
+    # the next step would write NaN into the weights. Neither is applied.
+    net = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1, kernel_initializer="zeros")]
+    )
+    maml = kerameta.MAML(net, inner_learning_rate=0.0)
+    maml.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    ones = np.ones((2, 4, 1), "float32")
+    x = {"support_x": 10 * ones, "support_y": ones, "query_x": 10 * ones}
+    y = np.full((2, 4, 1), 5e18, "float32")
+    before = _weights(maml)
+    with _warns_non_finite(
+        r"The meta-loss is not finite \(nan\) at batch 0.*would overflow"
+    ):
+        history = maml.fit(x, y, batch_size=2, epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 1
+    _assert_weights_equal(_weights(maml), before)
+    for variable in maml.optimizer.variables:
+        assert np.all(np.isfinite(_to_numpy(variable)))

@@ -772,10 +772,10 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         (objective_value, aux), grads = seam.value_and_grad(
             objective, has_aux=True
         )(theta)
-        finite = self._apply_if_finite(objective_value, grads)
+        applied = self._apply_if_finite(objective_value, grads)
         if self.gradient_sharing is not None and aux["batch_means"]:
-            self._update_sharing_history(aux["batch_means"], finite)
-        return self._update_metrics(aux, episode)
+            self._update_sharing_history(aux["batch_means"], applied)
+        return self._update_metrics(aux, episode, applied)
 
     def _update_sharing_history(self, batch_means, finite) -> None:
         """Moves gradient sharing's history after an applied outer step."""
@@ -804,13 +804,25 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 ops.where(finite, g, ops.zeros_like(g)) for g in grads
             ]
             self.optimizer.apply(safe_grads, variables)
+            # A finite but huge gradient can still overflow the optimizer's
+            # state (Adam's second moment) and, a step later, the weights:
+            # refuse any update that leaves a non-finite value behind.
+            for v in watched:
+                if "float" in str(v.dtype):
+                    finite = ops.logical_and(
+                        finite, ops.all(ops.isfinite(v.value))
+                    )
             for v, old in zip(watched, before):
                 v.assign(ops.where(finite, v.value, old))
         return finite
 
-    def _update_metrics(self, aux, episode):
-        task_losses = ops.stop_gradient(aux["task_losses"])
-        self._loss_tracker.update_state(ops.mean(task_losses))
+    def _update_metrics(self, aux, episode, applied=None):
+        loss = ops.mean(ops.stop_gradient(aux["task_losses"]))
+        if applied is not None:
+            # A refused update is reported as a non-finite loss, which
+            # stops `fit` with a warning (see `_StopOnNonFiniteLoss`).
+            loss = ops.where(applied, loss, ops.cast(float("nan"), loss.dtype))
+        self._loss_tracker.update_state(loss)
         if self.co_learner is not None:
             self._co_learner_loss_tracker.update_state(
                 ops.mean(ops.stop_gradient(aux["co_losses"]))
@@ -1091,7 +1103,9 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
             warnings.warn(
                 f"The meta-loss is not finite ({float(loss)}) at batch "
                 f"{batch}: training stopped, and the weights keep their last "
-                "finite values (this step's update was not applied). "
+                "finite values (this step's update was not applied; an "
+                "update that would overflow the weights or the optimizer's "
+                "state counts as a non-finite loss). "
                 "A smaller `inner_learning_rate`, fewer `inner_steps` or a "
                 "smaller outer learning rate usually fixes it.",
                 RuntimeWarning,
