@@ -117,6 +117,30 @@ def sampler_speed(tasks, repeats=20):
     return seconds, tasks.tasks_per_batch / seconds
 
 
+def _co_learner(args):
+    """CML's co-learner: a conv block on the last block's features."""
+    head = keras.Sequential(
+        [
+            keras.layers.Conv2D(args.filters, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(args.ways),
+        ]
+    )
+    return {"co_learner": kerameta.CoLearner(head, "block4_relu")}
+
+
+METHODS = {
+    "maml": lambda args: {},
+    "gradient_sharing": lambda args: {
+        "gradient_sharing": kerameta.GradientSharing()
+    },
+    "gradient_agreement": lambda args: {"task_weighting": "gradient_agreement"},
+    "co_learner": _co_learner,
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ways", type=int, default=5)
@@ -147,6 +171,12 @@ def main(argv=None):
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--validation-episodes", type=int, default=200)
     parser.add_argument("--test-episodes", type=int, default=600)
+    parser.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        default="maml",
+        help="plain MAML or MAML with one of the seed methods (issue #4)",
+    )
     parser.add_argument("--filters", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -204,6 +234,7 @@ def main(argv=None):
         inner_steps=args.inner_steps,
         inner_learning_rate=args.inner_learning_rate,
         evaluation_inner_steps=args.evaluation_inner_steps,
+        **METHODS[args.method](args),
     )
     maml.compile(
         optimizer=keras.optimizers.Adam(args.meta_learning_rate),
@@ -240,6 +271,7 @@ def main(argv=None):
         "device": device_kind(),
         "machine": machine_facts(),
         "settings": {
+            "method": args.method,
             "ways": args.ways,
             "shots": args.shots,
             "tasks_per_batch": args.tasks_per_batch,

@@ -169,10 +169,11 @@ def render_omniglot(records: list[dict]) -> str:
         "or its time budget. *sampler x*: how many times faster the episode "
         "sampler builds a batch than the meta-step that consumes it.",
         "",
-        "| backend | machine | meta-batch | alpha | meta-lr | test steps "
-        "| iterations | budget min | train min | median step s "
+        "| backend | method | machine | meta-batch | alpha | meta-lr "
+        "| test steps | iterations | budget min | train min | median step s "
         "| test accuracy | target | sampler episodes/s | sampler x |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:"
+        "|---:|",
     ]
     for record in records:
         settings = record["settings"]
@@ -189,8 +190,11 @@ def render_omniglot(records: list[dict]) -> str:
         test_steps = settings.get(
             "test_inner_steps", settings["evaluation_inner_steps"]
         )
+        method = settings.get("method", "maml")
+        if method != "maml":
+            verdict = "—"  # the accuracy target is MAML's
         lines.append(
-            f"| {record['backend']} | {machine['cpu']}, "
+            f"| {record['backend']} | {method} | {machine['cpu']}, "
             f"{machine['cores']} cores | {settings['tasks_per_batch']} "
             f"| {settings['inner_learning_rate']} "
             f"| {settings.get('meta_learning_rate', 0.001):g} "
@@ -205,7 +209,10 @@ def render_omniglot(records: list[dict]) -> str:
     lines.append("")
     for record in records:
         lines += [
-            f"Validation accuracy ({record['backend']}, {record['date']}):",
+            f"Validation accuracy ({record['backend']}, "
+            f"{record['settings'].get('method', 'maml')}, "
+            f"alpha {record['settings']['inner_learning_rate']}, "
+            f"{record['date']}):",
             "",
             "| meta-iterations | minutes | validation accuracy |",
             "|---:|---:|---:|",
