@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import keras
 from keras import ops
 
 from kerameta.src import backend as seam
@@ -71,7 +72,7 @@ class Reptile(MetaModel):
 
     def __init__(
         self,
-        model,
+        model: keras.Model,
         inner_steps: int = 5,
         inner_learning_rate: float = 0.01,
         evaluation_inner_steps: int | None = None,
