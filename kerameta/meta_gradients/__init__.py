@@ -7,4 +7,5 @@ from kerameta.src.meta_gradients.first_order import FirstOrder as FirstOrder
 from kerameta.src.meta_gradients.meta_gradient import (
     MetaGradient as MetaGradient,
 )
+from kerameta.src.meta_gradients.multi_step import MultiStep as MultiStep
 from kerameta.src.meta_gradients.second_order import SecondOrder as SecondOrder

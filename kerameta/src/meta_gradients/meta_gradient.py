@@ -1,10 +1,33 @@
 """Base class of the meta-gradient estimators."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from keras import ops
 
 from kerameta.src.types import Tensor
+
+
+@dataclass
+class InnerLoop:
+    """The pieces of one task batch's inner loop, for `run_inner_loop`.
+
+    Attributes:
+        gradients: `gradients(fast, create_graph) -> (losses, grads)`: every
+            task's support loss and gradient at `fast` (lists of tensors with
+            a leading task axis). With `create_graph=False` the gradients
+            are constants of the meta-gradient.
+        directions: `directions(grads, step) -> directions`: the step
+            directions from the gradients (gradient sharing mixes the tasks'
+            gradients here; the identity otherwise).
+        update: `update(fast, directions, step) -> fast`: the inner
+            optimizer's step.
+    """
+
+    gradients: Callable
+    directions: Callable
+    update: Callable
 
 
 class MetaGradient:
@@ -45,6 +68,36 @@ class MetaGradient:
         """
         del step
         return grads
+
+    def run_inner_loop(
+        self, loop: InnerLoop, fast: list[Tensor], inner_steps: int
+    ) -> tuple[list[Tensor], Tensor | None]:
+        """Runs the inner loop of a batch of tasks.
+
+        The default takes `inner_steps` steps, each from a fresh support
+        gradient (built with `create_graph`) passed through
+        `inner_gradients`. Override it to change which gradients are
+        computed and how the meta-gradient flows through them.
+
+        Args:
+            loop: the batch's `InnerLoop`.
+            fast: the initial fast weights, with a leading task axis.
+            inner_steps: the number of inner steps.
+
+        Returns:
+            `(fast, losses)`: the adapted weights and the support losses of
+            the last gradient computed (`None` for zero steps).
+        """
+        losses = None
+        for step in range(inner_steps):
+            losses, grads = loop.gradients(fast, self.create_graph)
+            grads = self.inner_gradients(grads, step)
+            fast = loop.update(fast, loop.directions(grads, step), step)
+        return fast, losses
+
+    def check_inner_steps(self, inner_steps: int) -> None:
+        """Raises if the estimator cannot run `inner_steps` training steps."""
+        del inner_steps
 
     def get_config(self) -> dict[str, Any]:
         return {}

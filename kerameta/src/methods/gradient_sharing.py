@@ -237,17 +237,18 @@ class GradientSharing(keras.layers.Layer):
         return directions, means
 
     def updated_history(
-        self, means_per_step: list[list[Tensor]]
+        self, means_by_step: dict[int, list[Tensor]]
     ) -> list[Tensor]:
-        """The history after one outer step, from each step's batch means."""
+        """The history after one outer step, from the batch-mean gradients
+        of the inner steps that computed one (`{step: means}`)."""
         decay = self.history_decay
         new_history = []
         for index, buffer in enumerate(self.history):
             rows = [buffer.value[row] for row in range(self.steps)]
-            for step, means in enumerate(means_per_step):
+            for step in sorted(means_by_step):
                 row = min(step, self.steps - 1)
                 rows[row] = decay * buffer.value[row] + (1.0 - decay) * (
-                    ops.stop_gradient(means[index])
+                    ops.stop_gradient(means_by_step[step][index])
                 )
             new_history.append(ops.stack(rows))
         return new_history

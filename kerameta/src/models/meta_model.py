@@ -16,6 +16,7 @@ from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
 from kerameta.src.episodes import Episode
 from kerameta.src.episodes import validate_episode
+from kerameta.src.meta_gradients.meta_gradient import InnerLoop
 from kerameta.src.methods import inner_optimizers as inner_optimizers_lib
 from kerameta.src.methods import task_weighting as task_weighting_lib
 from kerameta.src.methods.co_learner import CoLearner
@@ -150,13 +151,14 @@ class Adaptation:
             adapted ones; see `MetaModel.adapted_variables`).
         support_losses: the support losses at the last inner step, per
             task (`None` for zero steps).
-        batch_means: for gradient sharing, each step's batch-mean support
-            gradients (the history's signal); empty otherwise.
+        batch_means: for gradient sharing, the batch-mean support gradients
+            of each inner step that computed one, `{step: means}` (the
+            history's signal); empty otherwise.
     """
 
     fast: list[Tensor]
     support_losses: Tensor | None
-    batch_means: list[list[Tensor]] = field(default_factory=list)
+    batch_means: dict[int, list[Tensor]] = field(default_factory=dict)
 
 
 class MetaModel(seam.MetaTrainer, keras.Model):
@@ -207,6 +209,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         self._evaluation_inner_steps = None
         self.evaluation_inner_steps = evaluation_inner_steps
         self.meta_gradient = meta_gradients_lib.get(meta_gradient)
+        self.meta_gradient.check_inner_steps(self.inner_steps)
         self._vectorize_option = vectorize_tasks
         self.vectorize_tasks = resolve_vectorize_tasks(vectorize_tasks, model)
         self._task_loss_fn = None
@@ -321,7 +324,10 @@ class MetaModel(seam.MetaTrainer, keras.Model):
 
     @inner_steps.setter
     def inner_steps(self, value: int) -> None:
-        self._inner_steps = check_positive_int("inner_steps", value)
+        value = check_positive_int("inner_steps", value)
+        if "meta_gradient" in self.__dict__:
+            self.meta_gradient.check_inner_steps(value)
+        self._inner_steps = value
         self._reset_compiled_functions()
 
     @property
@@ -587,32 +593,50 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             for p in adapted
         ]
         shared = (frozen, non_trainable)
-        support_grad = seam.per_task_value_and_grad(
-            self._support_loss,
-            create_graph=self.meta_gradient.create_graph,
-            vectorize=self.vectorize_tasks,
-        )
+        gradient_fns = {}
+
+        def gradients(fast, create_graph):
+            if create_graph not in gradient_fns:
+                gradient_fns[create_graph] = seam.per_task_value_and_grad(
+                    self._support_loss,
+                    create_graph=create_graph,
+                    vectorize=self.vectorize_tasks,
+                )
+            losses, grads = gradient_fns[create_graph](
+                fast, shared, episode.support_x, episode.support_y
+            )
+            return losses, list(grads)
+
+        sharing = self.gradient_sharing
+        batch_means = {}
+        if sharing is not None:
+            concurrent_scales, history_scales = sharing.scale_values(values_of)
+
+        def directions(grads, step):
+            if sharing is None:
+                return grads
+            grads, means = sharing.directions(
+                grads, step, concurrent_scales, history_scales, training
+            )
+            batch_means[step] = means
+            return grads
+
         optimizer_values = [
             values_of(v) for v in self.inner_optimizer.trainable_variables
         ]
-        sharing = self.gradient_sharing
-        if sharing is not None:
-            concurrent_scales, history_scales = sharing.scale_values(values_of)
-        losses = None
-        batch_means = []
-        for step in range(inner_steps):
-            losses, grads = support_grad(
-                fast, shared, episode.support_x, episode.support_y
+
+        def update(fast, directions, step):
+            return self.inner_optimizer.apply(
+                fast,
+                directions,
+                step,
+                self.inner_learning_rate,
+                optimizer_values,
             )
-            grads = self.meta_gradient.inner_gradients(list(grads), step)
-            if sharing is not None:
-                grads, means = sharing.directions(
-                    grads, step, concurrent_scales, history_scales, training
-                )
-                batch_means.append(means)
-            fast = self.inner_optimizer.apply(
-                fast, grads, step, self.inner_learning_rate, optimizer_values
-            )
+
+        fast, losses = self.meta_gradient.run_inner_loop(
+            InnerLoop(gradients, directions, update), fast, inner_steps
+        )
         return Adaptation(fast, losses, batch_means)
 
     def _query_shared(self, theta, non_trainable, frozen):
