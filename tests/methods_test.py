@@ -140,6 +140,18 @@ def _gradients(meta, tasks, training=True):
     return float(_numpy(value)), result, aux
 
 
+def _mean_support_gradient(params, tasks):
+    """The mean over tasks of the support-loss gradient at `params`."""
+    mean = [np.zeros_like(p) for p in params]
+    for task in tasks:
+        _, grads = nm.loss_and_grad(
+            "mlp_tanh", params, task["support_x"], task["support_y"], nm.MSE
+        )
+        for total, g in zip(mean, grads):
+            total += g / len(tasks)
+    return mean
+
+
 def _assert_close(actual, expected, rtol=RTOL):
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
@@ -418,13 +430,7 @@ def test_sharing_history_moves_after_the_outer_step_by_the_moving_average():
     )
     start = [0.5 * np.ones(v.shape) for v in history]
     _assign(history, start)
-    mean_grads = [np.zeros_like(p) for p in params]
-    for task in tasks:
-        _, task_grads = nm.loss_and_grad(
-            "mlp_tanh", params, task["support_x"], task["support_y"], nm.MSE
-        )
-        for total, g in zip(mean_grads, task_grads):
-            total += g / len(tasks)
+    mean_grads = _mean_support_gradient(params, tasks)
     x, y = _batch(tasks)
     meta.train_on_batch(x, y)
     for variable, old, mean in zip(history, start, mean_grads):
@@ -632,13 +638,7 @@ def test_reptile_one_step_pseudo_gradient_is_the_mean_support_gradient():
         loss="mse",
         jit_compile=False,
     )
-    mean_grads = [np.zeros_like(p) for p in params]
-    for task in tasks:
-        _, task_grads = nm.loss_and_grad(
-            "mlp_tanh", params, task["support_x"], task["support_y"], nm.MSE
-        )
-        for total, g in zip(mean_grads, task_grads):
-            total += g / len(tasks)
+    mean_grads = _mean_support_gradient(params, tasks)
     x, y = _batch(tasks)
     meta.train_on_batch(x, y)
     for before, variable, g in zip(
