@@ -458,7 +458,8 @@ def test_unknown_meta_gradient():
     with pytest.raises(
         ValueError,
         match=r"Unknown `meta_gradient`\. Expected one of \['first_order', "
-        r"'second_order'\] or a `kerameta\.meta_gradients\.MetaGradient` "
+        r"'multi_step', 'second_order'\] or a "
+        r"`kerameta\.meta_gradients\.MetaGradient` "
         r"instance\. Received: meta_gradient='third_order'",
     ):
         kerameta.MAML(_net(), meta_gradient="third_order")
