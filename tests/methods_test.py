@@ -169,6 +169,15 @@ def _assert_same(first, second, rtol=1e-6):
 # --------------------------------------------------------------------------
 # Reference meta-gradients
 # --------------------------------------------------------------------------
+def _reference(order, params, tasks, config):
+    """The NumPy meta-gradients: finite differences, or first order."""
+    if order == "second_order":
+        return mm.meta_gradients("mlp_tanh", params, tasks, nm.MSE, config)
+    return mm.first_order_meta_gradients(
+        "mlp_tanh", params, tasks, nm.MSE, config
+    )
+
+
 def _sharing_values(params, steps, granularity, seed):
     rng = np.random.default_rng(seed)
     shapes = [np.shape(p) for p in params]
@@ -217,11 +226,7 @@ def test_sharing_meta_gradient_matches_reference(
             lam_c, lam_p, history, concurrent, granularity
         ),
     )
-    reference = (
-        mm.meta_gradients
-        if order == "second_order"
-        else mm.first_order_meta_gradients
-    )("mlp_tanh", params, tasks, nm.MSE, config)
+    reference = _reference(order, params, tasks, config)
     value, grads, _ = _gradients(meta, tasks)
     assert value == pytest.approx(
         mm.objective("mlp_tanh", params, tasks, nm.MSE, config), rel=1e-5
@@ -240,11 +245,7 @@ def test_meta_sgd_meta_gradient_matches_reference(order):
     )
     _assign(meta.inner_optimizer.trainable_variables, rates)
     config = mm.MethodConfig(inner_steps=2, learning_rate=LR, rates=rates)
-    reference = (
-        mm.meta_gradients
-        if order == "second_order"
-        else mm.first_order_meta_gradients
-    )("mlp_tanh", params, tasks, nm.MSE, config)
+    reference = _reference(order, params, tasks, config)
     _, grads, _ = _gradients(meta, tasks)
     _assert_close(grads["params"], reference["params"])
     _assert_close(grads["rates"], reference["rates"])
@@ -272,11 +273,7 @@ def test_co_learner_meta_gradient_matches_reference(order, apply_to):
         learning_rate=LR,
         co_learner=mm.CoLearner(2, co_params, 0.7, weighting),
     )
-    reference = (
-        mm.meta_gradients
-        if order == "second_order"
-        else mm.first_order_meta_gradients
-    )("mlp_tanh", params, tasks, nm.MSE, config)
+    reference = _reference(order, params, tasks, config)
     _, grads, _ = _gradients(meta, tasks)
     _assert_close(grads["params"], reference["params"])
     _assert_close(grads["co_learner"], reference["co_learner"])

@@ -3,7 +3,6 @@
 from typing import Any
 
 import keras
-from keras import ops
 
 from kerameta.src.api_export import kerameta_export
 from kerameta.src.checks import check_number
@@ -211,7 +210,3 @@ class CoLearner(keras.layers.Layer):
         config = dict(config)
         config["head"] = keras.saving.deserialize_keras_object(config["head"])
         return cls(**config)
-
-
-def stop_gradient_list(values: list[Tensor]) -> list[Tensor]:
-    return [ops.stop_gradient(v) for v in values]

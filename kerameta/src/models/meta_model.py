@@ -233,11 +233,12 @@ class MetaModel(seam.MetaTrainer, keras.Model):
         co_learner,
     ) -> None:
         model = self.model
+        # A string (rather than a list of names) is rejected just below.
         self.adapted_layers = (
-            None if adapted_layers is None else list(adapted_layers)
+            list(adapted_layers)
+            if isinstance(adapted_layers, (list, tuple))
+            else adapted_layers
         )
-        if adapted_layers is not None and isinstance(adapted_layers, str):
-            self.adapted_layers = adapted_layers  # rejected just below
         self.adapt_batch_normalization = bool(adapt_batch_normalization)
         self._adapted_mask = resolve_adapted_mask(
             model, self.adapted_layers, self.adapt_batch_normalization
@@ -683,6 +684,17 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             return objective + weight * ops.sum(weights * co_losses)
         return objective + weight * ops.mean(co_losses)
 
+    def _query_weights(self, adapted, fast):
+        """The adapted weights that score the query sets (the outer rule's
+        hook: MAML differentiates through the inner loop)."""
+        del adapted
+        return fast
+
+    def _outer_objective(self, weights, task_losses, co_losses, adapted, fast):
+        """The differentiated objective (the outer rule's hook)."""
+        del adapted, fast
+        return self._combine_task_losses(weights, task_losses, co_losses)
+
     def _meta_objective(
         self, theta, non_trainable, episode, inner_steps, training=True
     ):
@@ -702,13 +714,15 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             task_losses, co_losses, y_pred = seam.per_task_map(
                 self._query_outputs, vectorize=self.vectorize_tasks
             )(
-                adaptation.fast,
+                self._query_weights(adapted, adaptation.fast),
                 self._query_shared(theta, non_trainable, frozen),
                 episode.query_x,
                 episode.query_y,
             )
         weights, logged = self._task_weights(adapted, adaptation.fast, training)
-        objective = self._combine_task_losses(weights, task_losses, co_losses)
+        objective = self._outer_objective(
+            weights, task_losses, co_losses, adapted, adaptation.fast
+        )
         aux = {
             "task_losses": task_losses,
             "co_losses": co_losses,

@@ -5,7 +5,6 @@ from typing import Any
 import keras
 from keras import ops
 
-from kerameta.src import backend as seam
 from kerameta.src.api_export import kerameta_export
 from kerameta.src.models.meta_model import MetaModel
 
@@ -126,34 +125,19 @@ class Reptile(MetaModel):
         del config["meta_gradient"]
         return config
 
-    def _meta_objective(
-        self, theta, non_trainable, episode, inner_steps, training=True
-    ):
-        with seam.second_order_safe():
-            adaptation = self._adapt_batch(
-                theta, non_trainable, episode, inner_steps, training
-            )
-            adapted, frozen = self._split_model_values(theta)
-            # The adapted values, with the identity as their Jacobian with
-            # respect to the initial weights: first-order co-learner terms.
-            fast = [
-                ops.expand_dims(p, 0)
-                + ops.stop_gradient(f - ops.expand_dims(p, 0))
-                for p, f in zip(adapted, adaptation.fast)
-            ]
-            task_losses, co_losses, y_pred = seam.per_task_map(
-                self._query_outputs, vectorize=self.vectorize_tasks
-            )(
-                fast,
-                self._query_shared(theta, non_trainable, frozen),
-                episode.query_x,
-                episode.query_y,
-            )
-        weights, logged = self._task_weights(adapted, adaptation.fast, training)
+    def _query_weights(self, adapted, fast):
+        # The adapted values, with the identity as their Jacobian with
+        # respect to the initial weights: first-order co-learner terms.
+        return [
+            ops.expand_dims(p, 0) + ops.stop_gradient(f - ops.expand_dims(p, 0))
+            for p, f in zip(adapted, fast)
+        ]
+
+    def _outer_objective(self, weights, task_losses, co_losses, adapted, fast):
         # A surrogate whose gradient is the pseudo-gradient
         # sum_i w_i (initial - adapted_i) for the adapted weights.
         objective = 0.0
-        for p, f in zip(adapted, adaptation.fast):
+        for p, f in zip(adapted, fast):
             update = ops.expand_dims(p, 0) - ops.stop_gradient(f)
             shape = (-1,) + (1,) * (len(update.shape) - 1)
             pseudo_gradient = ops.sum(
@@ -163,14 +147,8 @@ class Reptile(MetaModel):
                 p * ops.stop_gradient(pseudo_gradient)
             )
         if self.co_learner is not None:
+            # The query losses only score the adaptation.
             objective = objective + self._combine_task_losses(
                 weights, ops.zeros_like(task_losses), co_losses
             )
-        aux = {
-            "task_losses": task_losses,
-            "co_losses": co_losses,
-            "y_pred": y_pred,
-            "batch_means": adaptation.batch_means,
-            "task_weights": logged,
-        }
-        return objective, aux
+        return objective
