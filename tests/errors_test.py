@@ -458,7 +458,7 @@ def test_unknown_meta_gradient():
     with pytest.raises(
         ValueError,
         match=r"Unknown `meta_gradient`\. Expected one of \['first_order', "
-        r"'multi_step', 'second_order'\] or a "
+        r"'implicit', 'multi_step', 'second_order'\] or a "
         r"`kerameta\.meta_gradients\.MetaGradient` "
         r"instance\. Received: meta_gradient='third_order'",
     ):

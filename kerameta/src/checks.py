@@ -54,6 +54,16 @@ def check_number(
     return float(value)
 
 
+def check_positive_number(name: str, value: Any) -> float:
+    """Returns `value` as a float if it is a finite number `> 0`."""
+    value = check_number(name, value, low=0.0)
+    if value == 0:
+        raise ValueError(
+            f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
+        )
+    return value
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """Returns `value` if it is one of `choices`, or raises."""
     if value not in choices:

@@ -12,6 +12,9 @@ names below:
   gradient, one per task: `fn(task_params, shared, *task_args)` is a scalar
   loss of one task; `task_params` and `task_args` carry a leading task axis.
 - `per_task_map(fn, vectorize)`: the same without gradients (query forward).
+- `per_task_hvp(fn, vectorize)`: each task's Hessian-vector products,
+  `hvp(task_params, shared, vectors, *task_args) -> products` (constants:
+  the implicit meta-gradient's conjugate-gradient solve).
 - `enable_grad()` / `no_grad()`: context managers (PyTorch only; no-ops
   elsewhere).
 - `second_order_safe()`: a context manager under which Keras ops used by

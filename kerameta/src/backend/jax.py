@@ -278,6 +278,29 @@ def per_task_value_and_grad(fn, create_graph=True, vectorize=True):
     return wrapped
 
 
+def per_task_hvp(fn, vectorize=True):
+    """Hessian-vector products of each task's loss, as constants."""
+
+    def task_hvp(params, shared, vectors, *task_args):
+        def directional(p):
+            grads = jax.grad(fn)(p, shared, *task_args)
+            return sum(jnp.vdot(g, v) for g, v in zip(grads, vectors))
+
+        # Reverse over reverse: the loop-friendly convolutions define
+        # reverse-mode derivatives only.
+        return jax.grad(directional)(params)
+
+    def wrapped(task_params, shared, vectors, *task_args):
+        task_params = jax.lax.stop_gradient(task_params)
+        vectors = jax.lax.stop_gradient(vectors)
+        products = _over_tasks(task_hvp, vectorize, len(task_args) + 1)(
+            task_params, shared, vectors, *task_args
+        )
+        return [jax.lax.stop_gradient(p) for p in products]
+
+    return wrapped
+
+
 def per_task_map(fn, vectorize=True):
     def wrapped(task_params, shared, *task_args):
         return _over_tasks(fn, vectorize, len(task_args))(

@@ -91,6 +91,38 @@ def per_task_map(fn, vectorize=False):
     return wrapped
 
 
+def per_task_hvp(fn, vectorize=False):
+    """Hessian-vector products of each task's loss, as constants."""
+    del vectorize  # one task at a time, as `per_task_value_and_grad`
+
+    def wrapped(task_params, shared, vectors, *task_args):
+        num_tasks = _num_tasks(task_params, task_args)
+        params = _unstack([tf.stop_gradient(p) for p in task_params], num_tasks)
+        vectors = _unstack([tf.stop_gradient(v) for v in vectors], num_tasks)
+        args = _unstack(task_args, num_tasks)
+        results = []
+        for t in range(num_tasks):
+            params_t = [p[t] for p in params]
+            with tf.GradientTape(watch_accessed_variables=False) as outer:
+                outer.watch(params_t)
+                with tf.GradientTape(watch_accessed_variables=False) as inner:
+                    inner.watch(params_t)
+                    loss = fn(params_t, shared, *[a[t] for a in args])
+                grads = inner.gradient(
+                    loss, params_t, unconnected_gradients=_ZERO
+                )
+                directional = tf.add_n(
+                    [tf.reduce_sum(g * v[t]) for g, v in zip(grads, vectors)]
+                )
+            products = outer.gradient(
+                directional, params_t, unconnected_gradients=_ZERO
+            )
+            results.append([tf.stop_gradient(p) for p in products])
+        return [tf.stack(p) for p in zip(*results)]
+
+    return wrapped
+
+
 enable_grad = contextlib.nullcontext
 no_grad = contextlib.nullcontext
 

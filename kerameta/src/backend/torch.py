@@ -101,6 +101,58 @@ def per_task_map(fn, vectorize=True):
     return vectorized if vectorize else looped
 
 
+def _dot(tensors, vectors):
+    return sum(torch.sum(t * v) for t, v in zip(tensors, vectors))
+
+
+def per_task_hvp(fn, vectorize=True):
+    """Hessian-vector products of each task's loss, as constants."""
+
+    def vectorized(task_params, shared, vectors, *task_args):
+        task_params = [p.detach() for p in task_params]
+        vectors = [v.detach() for v in vectors]
+
+        def task_hvp(params, shared, vectors, *args):
+            def directional(p):
+                return _dot(torch.func.grad(fn)(p, shared, *args), vectors)
+
+            return torch.func.grad(directional)(params)
+
+        in_dims = (0, None, 0) + (0,) * len(task_args)
+        with torch.enable_grad():
+            products = torch.vmap(task_hvp, in_dims=in_dims)(
+                task_params, shared, vectors, *task_args
+            )
+        return [p.detach() for p in products]
+
+    def looped(task_params, shared, vectors, *task_args):
+        results = []
+        with torch.enable_grad():
+            for t in range(task_params[0].shape[0]):
+                params_t = [
+                    p[t].detach().requires_grad_(True) for p in task_params
+                ]
+                loss = fn(params_t, shared, *[a[t] for a in task_args])
+                grads = torch.autograd.grad(
+                    loss, params_t, create_graph=True, allow_unused=True
+                )
+                grads = _zeros_for_none(grads, params_t)
+                directional = _dot(grads, [v[t].detach() for v in vectors])
+                products = (
+                    torch.autograd.grad(
+                        directional, params_t, allow_unused=True
+                    )
+                    if directional.requires_grad
+                    else [None] * len(params_t)
+                )
+                results.append(
+                    [p.detach() for p in _zeros_for_none(products, params_t)]
+                )
+        return [torch.stack(list(p)) for p in zip(*results)]
+
+    return vectorized if vectorize else looped
+
+
 enable_grad = torch.enable_grad
 no_grad = torch.no_grad
 second_order_safe = contextlib.nullcontext

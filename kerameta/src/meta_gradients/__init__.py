@@ -5,11 +5,14 @@ from typing import Any
 import keras
 
 from kerameta.src.meta_gradients.first_order import FirstOrder
+from kerameta.src.meta_gradients.implicit import Implicit
 from kerameta.src.meta_gradients.meta_gradient import MetaGradient
 from kerameta.src.meta_gradients.multi_step import MultiStep
 from kerameta.src.meta_gradients.second_order import SecondOrder
 
-ALL_OBJECTS = {cls.name: cls for cls in (SecondOrder, FirstOrder, MultiStep)}
+ALL_OBJECTS = {
+    cls.name: cls for cls in (SecondOrder, FirstOrder, MultiStep, Implicit)
+}
 
 
 def serialize(meta_gradient: MetaGradient) -> dict[str, Any]:
@@ -28,7 +31,8 @@ def get(identifier: str | dict | MetaGradient) -> MetaGradient:
     """Returns an estimator from a string id, a config or an instance.
 
     Args:
-        identifier: `"second_order"`, `"first_order"`, `"multi_step"`, a
+        identifier: `"second_order"`, `"first_order"`, `"multi_step"`,
+            `"implicit"`, a
             `MetaGradient` instance, or the output of `serialize`.
 
     Returns:

@@ -27,6 +27,7 @@ class FirstOrder(MetaGradient):
 
     name = "first_order"
     create_graph = False
+    second_derivatives = False
 
     def inner_gradients(self, grads, step):
         del step

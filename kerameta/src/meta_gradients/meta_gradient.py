@@ -23,11 +23,19 @@ class InnerLoop:
             gradients here; the identity otherwise).
         update: `update(fast, directions, step) -> fast`: the inner
             optimizer's step.
+        query_gradients: `query_gradients(fast) -> (losses, grads)`: every
+            task's query loss and its gradient in the adapted weights, as
+            constants (for estimators that need it, such as `Implicit`).
+        hessian_vector_products: `hessian_vector_products(fast, vectors)
+            -> products`: every task's support-loss Hessian (in the adapted
+            weights, at `fast`) times `vectors`, as constants.
     """
 
     gradients: Callable
     directions: Callable
     update: Callable
+    query_gradients: Callable | None = None
+    hessian_vector_products: Callable | None = None
 
 
 class MetaGradient:
@@ -41,6 +49,8 @@ class MetaGradient:
     - `create_graph`: whether the inner gradients must themselves be
       differentiable (`True` for the exact second-order gradient). When
       `False`, the inner loop runs on detached gradients, which is cheaper.
+    - `second_derivatives`: whether the meta-gradient needs second
+      derivatives at all (`False` only for first-order estimators).
 
     `inner_gradients` receives the gradients of every task at one inner step
     and returns the gradients that the inner SGD step applies; override it
@@ -54,6 +64,8 @@ class MetaGradient:
 
     name: str = "meta_gradient"
     create_graph: bool = True
+    #: Whether the estimator differentiates twice (second derivatives).
+    second_derivatives: bool = True
 
     def inner_gradients(self, grads: list[Tensor], step: int) -> list[Tensor]:
         """Returns the inner gradients to apply at inner step `step`.
@@ -98,6 +110,43 @@ class MetaGradient:
     def check_inner_steps(self, inner_steps: int) -> None:
         """Raises if the estimator cannot run `inner_steps` training steps."""
         del inner_steps
+
+    def outer_terms(
+        self, loop: InnerLoop, initial_fast: list[Tensor], fast: list[Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """Per-task terms added to the query losses of the meta-objective.
+
+        Called after `run_inner_loop` when meta-training. An estimator whose
+        meta-gradient is not the derivative of the query losses through the
+        inner loop (such as `Implicit`) returns terms whose gradient
+        supplies the rest; their values are not logged as loss.
+
+        Args:
+            loop: the batch's `InnerLoop`.
+            initial_fast: the initial fast weights (differentiable in the
+                meta-learned weights).
+            fast: the adapted weights `run_inner_loop` returned.
+
+        Returns:
+            `None` (the default: nothing to add), or `(terms, logs)`: a
+            `(tasks,)` tensor and a dict of scalar tensors to log, keyed by
+            the names in `log_names`.
+        """
+        del loop, initial_fast, fast
+        return None
+
+    #: The names of the scalars `outer_terms` logs (each becomes a metric).
+    log_names: tuple[str, ...] = ()
+
+    def check_logs(self, logs: dict[str, Any]) -> str | None:
+        """A warning for `fit` from an epoch's logs, or `None`."""
+        del logs
+        return None
+
+    def check_model(self, meta_model: Any) -> None:
+        """Raises a `ValueError` if the meta-model's components cannot be
+        used with this estimator."""
+        del meta_model
 
     def get_config(self) -> dict[str, Any]:
         return {}

@@ -154,11 +154,16 @@ class Adaptation:
         batch_means: for gradient sharing, the batch-mean support gradients
             of each inner step that computed one, `{step: means}` (the
             history's signal); empty otherwise.
+        outer_terms: the meta-gradient estimator's per-task terms of the
+            meta-objective (see `MetaGradient.outer_terms`), or `None`.
+        logs: the estimator's scalars to log, by name.
     """
 
     fast: list[Tensor]
     support_losses: Tensor | None
     batch_means: dict[int, list[Tensor]] = field(default_factory=dict)
+    outer_terms: Tensor | None = None
+    logs: dict[str, Tensor] = field(default_factory=dict)
 
 
 class MetaModel(seam.MetaTrainer, keras.Model):
@@ -288,10 +293,16 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 name="co_learner_loss"
             )
         self.co_learner = co_learner
+        # What the meta-gradient estimator logs (e.g. `cg_residual`).
+        self._estimator_trackers = [
+            keras.metrics.Mean(name=name)
+            for name in self.meta_gradient.log_names
+        ]
         self._check_composition()
 
     def _check_composition(self) -> None:
         """Raises if the chosen components cannot work together."""
+        self.meta_gradient.check_model(self)
 
     @property
     def adapted_variables(self) -> list[keras.Variable]:
@@ -411,7 +422,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             seam.BACKEND == "torch"
             and jit_compile is True
             and not self.vectorize_tasks
-            and self.meta_gradient.create_graph
+            and self.meta_gradient.second_derivatives
         ):
             raise ValueError(
                 "`jit_compile=True` (torch.compile) cannot differentiate "
@@ -635,10 +646,35 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 optimizer_values,
             )
 
-        fast, losses = self.meta_gradient.run_inner_loop(
-            InnerLoop(gradients, directions, update), fast, inner_steps
+        def query_gradients(fast):
+            return seam.per_task_value_and_grad(
+                self._support_loss,
+                create_graph=False,
+                vectorize=self.vectorize_tasks,
+            )(fast, shared, episode.query_x, episode.query_y)
+
+        def hessian_vector_products(fast, vectors):
+            return seam.per_task_hvp(
+                self._support_loss, vectorize=self.vectorize_tasks
+            )(fast, shared, vectors, episode.support_x, episode.support_y)
+
+        loop = InnerLoop(
+            gradients,
+            directions,
+            update,
+            query_gradients=query_gradients,
+            hessian_vector_products=hessian_vector_products,
         )
-        return Adaptation(fast, losses, batch_means)
+        initial_fast = fast
+        fast, losses = self.meta_gradient.run_inner_loop(
+            loop, fast, inner_steps
+        )
+        adaptation = Adaptation(fast, losses, batch_means)
+        if training:
+            extra = self.meta_gradient.outer_terms(loop, initial_fast, fast)
+            if extra is not None:
+                adaptation.outer_terms, adaptation.logs = extra
+        return adaptation
 
     def _query_shared(self, theta, non_trainable, frozen):
         head_values = []
@@ -720,8 +756,11 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 episode.query_y,
             )
         weights, logged = self._task_weights(adapted, adaptation.fast, training)
+        objective_losses = task_losses
+        if adaptation.outer_terms is not None:
+            objective_losses = task_losses + adaptation.outer_terms
         objective = self._outer_objective(
-            weights, task_losses, co_losses, adapted, adaptation.fast
+            weights, objective_losses, co_losses, adapted, adaptation.fast
         )
         aux = {
             "task_losses": task_losses,
@@ -729,6 +768,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             "y_pred": y_pred,
             "batch_means": adaptation.batch_means,
             "task_weights": logged,
+            "estimator_logs": adaptation.logs,
         }
         return objective, aux
 
@@ -871,6 +911,10 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             self._task_weight_min_tracker.update_state(ops.min(weights))
             self._task_weight_max_tracker.update_state(ops.max(weights))
             self._task_weight_sum_tracker.update_state(ops.sum(weights))
+        logs = aux.get("estimator_logs") or {}
+        for tracker in self._estimator_trackers:
+            if tracker.name in logs:
+                tracker.update_state(ops.stop_gradient(logs[tracker.name]))
         return self.compute_metrics(
             episode.query_x,
             episode.query_y,
@@ -888,7 +932,11 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             self.evaluation_inner_steps,
             training=False,
         )
-        return self._update_metrics(aux, episode)
+        logs = self._update_metrics(aux, episode)
+        # The estimator's logs describe the meta-gradient: training only.
+        for tracker in self._estimator_trackers:
+            logs.pop(tracker.name, None)
+        return logs
 
     def _meta_predict_step(self, data):
         episode = self._episode(data, "predict")
@@ -1150,6 +1198,13 @@ class _StopOnNonFiniteLoss(keras.callbacks.Callback):
                 stacklevel=2,
             )
             self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        message = self.model.meta_gradient.check_logs(logs or {})
+        if message is not None:
+            warnings.warn(
+                f"Epoch {epoch + 1}: {message}", RuntimeWarning, stacklevel=2
+            )
 
     def on_test_end(self, logs=None):
         loss = (logs or {}).get("loss")
