@@ -37,7 +37,11 @@ class MAML(MetaModel):
             `predict` and `adapt`; often larger than `inner_steps`.
             Defaults to `inner_steps`.
         meta_gradient: how the outer gradient flows through the inner loop:
-            `"second_order"` (exact MAML), `"first_order"` (FOMAML) or a
+            `"second_order"` (exact MAML), `"first_order"` (FOMAML),
+            `"multi_step"` (one differentiable gradient per window of inner
+            steps), `"implicit"` (implicit differentiation, memory
+            independent of `inner_steps`; needs `adapted_layers` or
+            `Implicit(proximal=...)`) or a
             `kerameta.meta_gradients.MetaGradient`. Defaults to
             `"second_order"`.
         vectorize_tasks: `"auto"`, `True` or `False`: whether tasks are
