@@ -15,6 +15,19 @@ names below:
 - `per_task_hvp(fn, vectorize)`: each task's Hessian-vector products,
   `hvp(task_params, shared, vectors, *task_args) -> products` (constants:
   the implicit meta-gradient's conjugate-gradient solve).
+- `vjp(fn, primals, cotangents)`: the vector-Jacobian product of
+  `fn(primals) -> outputs` (lists of tensors) with `cotangents` (one per
+  output): a list like `primals`, zeros where an input does not reach
+  the outputs. It builds the graph of `fn` and drops it on return.
+- `custom_gradient(forward, backward)`: a function `f(inputs, constants)
+  -> (outputs, aux)` with a hand-written gradient (all are lists of
+  tensors). `forward(inputs, constants) -> (outputs, aux, residuals)`
+  runs without a graph; `backward(residuals, constants, cotangents)`
+  returns the cotangents of `inputs` from those of `outputs`, and may
+  differentiate (`vjp`) inside. `constants` (data, integer labels) get no
+  gradient and `aux` is not differentiable. Everything the two functions
+  read that depends on traced values must come in through `inputs` or
+  `constants` (JAX traces them separately).
 - `enable_grad()` / `no_grad()`: context managers (PyTorch only; no-ops
   elsewhere).
 - `second_order_safe()`: a context manager under which Keras ops used by

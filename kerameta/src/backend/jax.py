@@ -18,6 +18,43 @@ def value_and_grad(fn, has_aux=False):
     return jax.value_and_grad(fn, has_aux=has_aux)
 
 
+def vjp(fn, primals, cotangents):
+    _, pullback = jax.vjp(fn, list(primals))
+    (result,) = pullback(list(cotangents))
+    return list(result)
+
+
+def custom_gradient(forward, backward):
+    # Everything the rule reads comes in as an argument: `jax.custom_vjp`
+    # must not close over tracers (the episode is traced under `jit`).
+    @jax.custom_vjp
+    def call(inputs, constants):
+        outputs, aux, _ = forward(inputs, constants)
+        return outputs, aux
+
+    def call_fwd(inputs, constants):
+        outputs, aux, residuals = forward(inputs, constants)
+        return (outputs, aux), (residuals, constants)
+
+    def call_bwd(saved, cotangents):
+        residuals, constants = saved
+        # As `jax.checkpoint` does: without the barrier XLA may merge the
+        # backward's recomputation with the forward pass (common
+        # subexpressions), which keeps the forward's activations alive.
+        residuals = jax.lax.optimization_barrier(residuals)
+        input_cotangents = backward(residuals, constants, cotangents[0])
+        # `None`: no cotangent for the constants (integer labels included).
+        return list(input_cotangents), [None] * len(constants)
+
+    call.defvjp(call_fwd, call_bwd)
+
+    def wrapped(inputs, constants):
+        outputs, aux = call(list(inputs), list(constants))
+        return list(outputs), [jax.lax.stop_gradient(a) for a in aux]
+
+    return wrapped
+
+
 # Convolutions inside a loop body.
 #
 # XLA:CPU runs a convolution with a fast library kernel (YNNPACK or Eigen

@@ -25,6 +25,50 @@ def value_and_grad(fn, has_aux=False):
     return wrapped
 
 
+def vjp(fn, primals, cotangents):
+    primals = [tf.convert_to_tensor(p) for p in primals]
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(primals)
+        outputs = fn(primals)
+    return tape.gradient(
+        outputs,
+        primals,
+        output_gradients=list(cotangents),
+        unconnected_gradients=_ZERO,
+    )
+
+
+def custom_gradient(forward, backward):
+    def wrapped(inputs, constants):
+        inputs, constants = list(inputs), list(constants)
+        num_inputs = len(inputs)
+        counts = {}
+
+        @tf.custom_gradient
+        def call(*tensors):
+            inputs = list(tensors[:num_inputs])
+            constants = list(tensors[num_inputs:])
+            outputs, aux, residuals = forward(inputs, constants)
+            counts["outputs"] = len(outputs)
+
+            def grad_fn(*cotangents):
+                cotangents = [
+                    tf.zeros_like(o) if c is None else c
+                    for o, c in zip(outputs, cotangents)
+                ]
+                input_cotangents = backward(residuals, constants, cotangents)
+                return [*input_cotangents, *[None] * len(constants)]
+
+            aux = [tf.stop_gradient(a) for a in aux]
+            return [*outputs, *aux], grad_fn
+
+        flat = call(*inputs, *constants)
+        num_outputs = counts["outputs"]
+        return list(flat[:num_outputs]), list(flat[num_outputs:])
+
+    return wrapped
+
+
 def _num_tasks(task_params, task_args):
     for tensor in list(task_args) + list(task_params):
         num_tasks = tensor.shape[0]

@@ -29,6 +29,75 @@ def value_and_grad(fn, has_aux=False):
     return wrapped
 
 
+def vjp(fn, primals, cotangents):
+    with torch.enable_grad():
+        leaves = [
+            torch.as_tensor(p).detach().requires_grad_(p.is_floating_point())
+            for p in primals
+        ]
+        outputs = fn(leaves)
+        pairs = [
+            (o, c)
+            for o, c in zip(outputs, cotangents)
+            if o.requires_grad and c is not None
+        ]
+        wanted = [leaf for leaf in leaves if leaf.requires_grad]
+        grads = iter(
+            torch.autograd.grad(
+                [o for o, _ in pairs],
+                wanted,
+                grad_outputs=[c for _, c in pairs],
+                allow_unused=True,
+            )
+            if pairs and wanted
+            else [None] * len(wanted)
+        )
+    grads = [next(grads) if leaf.requires_grad else None for leaf in leaves]
+    return _zeros_for_none(grads, leaves)
+
+
+class _CustomGradient(torch.autograd.Function):
+    """`custom_gradient`'s node: the forward keeps only the residuals."""
+
+    @staticmethod
+    def forward(ctx, rule, num_inputs, *tensors):
+        forward, backward, counts = rule
+        # Autograd runs this under `no_grad`; the inputs are detached so
+        # that nothing the forward computes joins the outer graph.
+        inputs = [t.detach() for t in tensors[:num_inputs]]
+        constants = list(tensors[num_inputs:])
+        outputs, aux, residuals = forward(inputs, constants)
+        counts["outputs"] = len(outputs)
+        ctx.rule = (backward, residuals, constants, len(outputs))
+        aux = [a.detach() for a in aux]
+        ctx.mark_non_differentiable(*aux)
+        return (*[o.detach() for o in outputs], *aux)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *cotangents):
+        backward, residuals, constants, num_outputs = ctx.rule
+        del ctx.rule  # frees the residuals
+        with torch.enable_grad():
+            input_cotangents = backward(
+                residuals, constants, list(cotangents[:num_outputs])
+            )
+        return (None, None, *input_cotangents, *[None] * len(constants))
+
+
+def custom_gradient(forward, backward):
+    def wrapped(inputs, constants):
+        inputs, constants = list(inputs), list(constants)
+        counts = {}
+        flat = _CustomGradient.apply(
+            (forward, backward, counts), len(inputs), *inputs, *constants
+        )
+        num_outputs = counts["outputs"]
+        return list(flat[:num_outputs]), list(flat[num_outputs:])
+
+    return wrapped
+
+
 def _detach(structure):
     if isinstance(structure, torch.Tensor):
         return structure.detach()

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from keras import ops
@@ -29,6 +30,15 @@ class InnerLoop:
         hessian_vector_products: `hessian_vector_products(fast, vectors)
             -> products`: every task's support-loss Hessian (in the adapted
             weights, at `fast`) times `vectors`, as constants.
+        values: the meta-learned values the three functions read, besides
+            `fast` (e.g. the weights that are not adapted, Meta-SGD's
+            rates), as a flat list of tensors. Optional.
+        constants: the tensors they read that get no meta-gradient (the
+            support sets, the model's non-trainable weights). Optional.
+        rebuild: `rebuild(values, constants) -> InnerLoop`: the same inner
+            loop, reading the given tensors in place of `values` and
+            `constants`. Estimators that differentiate the inner loop by
+            hand (`Checkpointed`) need it. Optional.
     """
 
     gradients: Callable
@@ -36,6 +46,9 @@ class InnerLoop:
     update: Callable
     query_gradients: Callable | None = None
     hessian_vector_products: Callable | None = None
+    values: list[Tensor] = field(default_factory=list)
+    constants: list[Tensor] = field(default_factory=list)
+    rebuild: Callable | None = None
 
 
 class MetaGradient:
@@ -142,6 +155,10 @@ class MetaGradient:
         """A warning for `fit` from an epoch's logs, or `None`."""
         del logs
         return None
+
+    def check_jit_compile(self, jit_compile: Any) -> None:
+        """Raises if the estimator cannot run under `compile(jit_compile)`."""
+        del jit_compile
 
     def check_model(self, meta_model: Any) -> None:
         """Raises a `ValueError` if the meta-model's components cannot be

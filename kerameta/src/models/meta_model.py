@@ -81,6 +81,15 @@ def resolve_vectorize_tasks(option: Any, model: keras.Model) -> bool:
     return not _has_channels_last_conv(model)
 
 
+def _split(values: list, sizes: list[int]) -> list[list]:
+    """Cuts `values` into consecutive lists of `sizes` (and the rest)."""
+    parts = []
+    for size in sizes:
+        parts.append(list(values[:size]))
+        values = values[size:]
+    return [*parts, list(values)]
+
+
 def _is_batch_normalization(layer: keras.layers.Layer) -> bool:
     return isinstance(layer, keras.layers.BatchNormalization)
 
@@ -418,6 +427,7 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def _check_jit_compile(self, jit_compile: Any) -> None:
+        self.meta_gradient.check_jit_compile(jit_compile)
         if (
             seam.BACKEND == "torch"
             and jit_compile is True
@@ -605,45 +615,67 @@ class MetaModel(seam.MetaTrainer, keras.Model):
             for p in adapted
         ]
         shared = (frozen, non_trainable)
-        gradient_fns = {}
-
-        def gradients(fast, create_graph):
-            if create_graph not in gradient_fns:
-                gradient_fns[create_graph] = seam.per_task_value_and_grad(
-                    self._support_loss,
-                    create_graph=create_graph,
-                    vectorize=self.vectorize_tasks,
-                )
-            losses, grads = gradient_fns[create_graph](
-                fast, shared, episode.support_x, episode.support_y
-            )
-            return losses, list(grads)
-
         sharing = self.gradient_sharing
         batch_means = {}
+        concurrent_scales, history_scales = [], []
         if sharing is not None:
             concurrent_scales, history_scales = sharing.scale_values(values_of)
-
-        def directions(grads, step):
-            if sharing is None:
-                return grads
-            grads, means = sharing.directions(
-                grads, step, concurrent_scales, history_scales, training
-            )
-            batch_means[step] = means
-            return grads
-
         optimizer_values = [
             values_of(v) for v in self.inner_optimizer.trainable_variables
         ]
+        # The closures read the meta-learned values and the data they need
+        # from explicit lists, which `InnerLoop.rebuild` can replace (an
+        # estimator that differentiates the inner loop by hand needs them
+        # as inputs).
+        sizes = [len(frozen), len(optimizer_values), len(concurrent_scales)]
 
-        def update(fast, directions, step):
-            return self.inner_optimizer.apply(
-                fast,
+        def inner_loop(values, constants):
+            frozen, optimizer_values, concurrent_scales, history_scales = (
+                _split(values, sizes)
+            )
+            *non_trainable, support_x, support_y = constants
+            shared = (frozen, non_trainable)
+            gradient_fns = {}
+
+            def gradients(fast, create_graph):
+                if create_graph not in gradient_fns:
+                    gradient_fns[create_graph] = seam.per_task_value_and_grad(
+                        self._support_loss,
+                        create_graph=create_graph,
+                        vectorize=self.vectorize_tasks,
+                    )
+                losses, grads = gradient_fns[create_graph](
+                    fast, shared, support_x, support_y
+                )
+                return losses, list(grads)
+
+            def directions(grads, step):
+                if sharing is None:
+                    return grads
+                grads, means = sharing.directions(
+                    grads, step, concurrent_scales, history_scales, training
+                )
+                batch_means[step] = means
+                return grads
+
+            def update(fast, directions, step):
+                return self.inner_optimizer.apply(
+                    fast,
+                    directions,
+                    step,
+                    self.inner_learning_rate,
+                    optimizer_values,
+                )
+
+            return InnerLoop(
+                gradients,
                 directions,
-                step,
-                self.inner_learning_rate,
-                optimizer_values,
+                update,
+                query_gradients=query_gradients,
+                hessian_vector_products=hessian_vector_products,
+                values=list(values),
+                constants=list(constants),
+                rebuild=inner_loop,
             )
 
         def query_gradients(fast):
@@ -658,12 +690,9 @@ class MetaModel(seam.MetaTrainer, keras.Model):
                 self._support_loss, vectorize=self.vectorize_tasks
             )(fast, shared, vectors, episode.support_x, episode.support_y)
 
-        loop = InnerLoop(
-            gradients,
-            directions,
-            update,
-            query_gradients=query_gradients,
-            hessian_vector_products=hessian_vector_products,
+        loop = inner_loop(
+            [*frozen, *optimizer_values, *concurrent_scales, *history_scales],
+            [*non_trainable, episode.support_x, episode.support_y],
         )
         initial_fast = fast
         fast, losses = self.meta_gradient.run_inner_loop(
