@@ -457,8 +457,8 @@ def test_numpy_scalars_are_accepted(kwargs):
 def test_unknown_meta_gradient():
     with pytest.raises(
         ValueError,
-        match=r"Unknown `meta_gradient`\. Expected one of \['first_order', "
-        r"'implicit', 'multi_step', 'second_order'\] or a "
+        match=r"Unknown `meta_gradient`\. Expected one of \['checkpointed', "
+        r"'first_order', 'implicit', 'multi_step', 'second_order'\] or a "
         r"`kerameta\.meta_gradients\.MetaGradient` "
         r"instance\. Received: meta_gradient='third_order'",
     ):

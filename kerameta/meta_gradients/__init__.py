@@ -3,6 +3,9 @@
 from kerameta.src.meta_gradients import deserialize as deserialize
 from kerameta.src.meta_gradients import get as get
 from kerameta.src.meta_gradients import serialize as serialize
+from kerameta.src.meta_gradients.checkpointed import (
+    Checkpointed as Checkpointed,
+)
 from kerameta.src.meta_gradients.first_order import FirstOrder as FirstOrder
 from kerameta.src.meta_gradients.implicit import Implicit as Implicit
 from kerameta.src.meta_gradients.meta_gradient import InnerLoop as InnerLoop

@@ -4,6 +4,7 @@ from typing import Any
 
 import keras
 
+from kerameta.src.meta_gradients.checkpointed import Checkpointed
 from kerameta.src.meta_gradients.first_order import FirstOrder
 from kerameta.src.meta_gradients.implicit import Implicit
 from kerameta.src.meta_gradients.meta_gradient import MetaGradient
@@ -11,7 +12,8 @@ from kerameta.src.meta_gradients.multi_step import MultiStep
 from kerameta.src.meta_gradients.second_order import SecondOrder
 
 ALL_OBJECTS = {
-    cls.name: cls for cls in (SecondOrder, FirstOrder, MultiStep, Implicit)
+    cls.name: cls
+    for cls in (SecondOrder, FirstOrder, MultiStep, Implicit, Checkpointed)
 }
 
 
@@ -32,8 +34,8 @@ def get(identifier: str | dict | MetaGradient) -> MetaGradient:
 
     Args:
         identifier: `"second_order"`, `"first_order"`, `"multi_step"`,
-            `"implicit"`, a
-            `MetaGradient` instance, or the output of `serialize`.
+            `"implicit"`, `"checkpointed"`, a `MetaGradient` instance, or
+            the output of `serialize`.
 
     Returns:
         A `MetaGradient` instance.

@@ -1,0 +1,411 @@
+"""The checkpointed meta-gradient (`kerameta.meta_gradients.Checkpointed`).
+
+It is exact second-order MAML computed by an explicit adjoint: the forward
+pass keeps only the fast weights before each inner step, the backward pass
+recomputes one step at a time. So it must equal `"second_order"` to float
+tolerance wherever it is accepted (an MLP, Meta-SGD, ANIL, a conv net with
+batch normalization, gradient agreement, the co-learner; vectorized and
+looped; through `fit`, compiled and eager), and its backward pass must
+recompute each inner step exactly once. Memory is measured by hand, never
+here.
+"""
+
+import keras
+import numpy as np
+import pytest
+from meta_gradient_test import _assert_close as _assert_reference_close
+from meta_gradient_test import _batch as _image_batch
+from meta_gradient_test import _case as _reference_case
+from meta_gradient_test import _check_kinks
+from meta_gradient_test import _maml as _reference_maml
+from meta_gradient_test import _meta_gradient
+from meta_gradient_test import _reference
+from methods_test import _assert_close
+from methods_test import _assign
+from methods_test import _batch
+from methods_test import _case
+from methods_test import _f32
+from methods_test import _gradients
+from methods_test import _net
+from methods_test import _numpy
+
+import kerameta
+from kerameta.meta_gradients import Checkpointed
+from kerameta.meta_gradients import InnerLoop
+
+BACKEND = keras.backend.backend()
+LR = 0.3
+RTOL = 1e-5
+# The vectorized and looped task paths; TensorFlow only loops.
+VECTORIZE = [False] if BACKEND == "tensorflow" else [True, False]
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword"
+    ":DeprecationWarning"
+)
+
+
+def _meta_model(params, order, steps=2, vectorize=None, **kwargs):
+    model = _net()
+    _assign(model.trainable_variables, params)
+    meta = kerameta.MAML(
+        model,
+        inner_steps=steps,
+        inner_learning_rate=LR,
+        meta_gradient=order,
+        vectorize_tasks=VECTORIZE[0] if vectorize is None else vectorize,
+        **kwargs,
+    )
+    meta.compile(optimizer="sgd", loss="mse", jit_compile=False)
+    return meta
+
+
+def _compare(params, tasks, groups=("params",), setup=None, **kwargs):
+    """Checkpointed against second order: objective and meta-gradients."""
+    results = {}
+    for order in ("second_order", "checkpointed"):
+        meta = _meta_model(params, order, **kwargs)
+        if setup is not None:
+            setup(meta)
+        results[order] = _gradients(meta, tasks)
+    value, grads, aux = results["second_order"]
+    checkpointed_value, checkpointed_grads, checkpointed_aux = results[
+        "checkpointed"
+    ]
+    assert checkpointed_value == pytest.approx(value, rel=1e-6)
+    np.testing.assert_allclose(
+        _numpy(checkpointed_aux["y_pred"]), _numpy(aux["y_pred"]), rtol=1e-6
+    )
+    for group in groups:
+        assert grads[group], f"no meta-gradient for {group}"
+        _assert_close(checkpointed_grads[group], grads[group], rtol=RTOL)
+    return checkpointed_grads
+
+
+# --------------------------------------------------------------------------
+# Equal to second order
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("vectorize", VECTORIZE)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_mlp_equals_second_order(steps, vectorize):
+    params, tasks = _case()
+    _compare(params, tasks, steps=steps, vectorize=vectorize)
+
+
+@pytest.mark.parametrize("vectorize", VECTORIZE)
+def test_meta_sgd_equals_second_order(vectorize):
+    params, tasks = _case()
+    rng = np.random.default_rng(2)
+    rates = _f32([rng.uniform(0.05, 0.4, np.shape(p)) for p in params])
+
+    def setup(meta):
+        _assign(meta.inner_optimizer.trainable_variables, rates)
+
+    _compare(
+        params,
+        tasks,
+        groups=("params", "rates"),
+        setup=setup,
+        steps=3,
+        vectorize=vectorize,
+        inner_optimizer="meta_sgd",
+    )
+
+
+@pytest.mark.parametrize("vectorize", VECTORIZE)
+def test_anil_equals_second_order(vectorize):
+    params, tasks = _case()
+    grads = _compare(
+        params,
+        tasks,
+        steps=3,
+        vectorize=vectorize,
+        adapted_layers=["head"],
+    )
+    # The body is not adapted: its meta-gradient comes only through the
+    # recomputed steps' products (and the query loss).
+    assert all(np.any(g != 0) for g in grads["params"][:4])
+
+
+def test_gradient_agreement_equals_second_order():
+    params, tasks = _case(seed=4, num_tasks=4)
+    _compare(params, tasks, steps=2, task_weighting="gradient_agreement")
+
+
+def test_co_learner_equals_second_order():
+    params, tasks = _case()
+    rng = np.random.default_rng(3)
+    co_params = _f32([rng.normal(size=(8, 1)), rng.normal(size=(1,))])
+
+    def setup(meta):
+        _assign(meta.co_learner.head.trainable_variables, co_params)
+
+    _compare(
+        params,
+        tasks,
+        groups=("params", "co_learner"),
+        setup=setup,
+        steps=2,
+        co_learner=kerameta.CoLearner(
+            keras.layers.Dense(1), "hidden2", loss_weight=0.7
+        ),
+    )
+
+
+@pytest.mark.parametrize("vectorize", VECTORIZE)
+def test_every_accepted_switch_together_equals_second_order(vectorize):
+    """ANIL + Meta-SGD + gradient agreement + co-learner."""
+    params, tasks = _case(seed=5, num_tasks=3)
+    rng = np.random.default_rng(7)
+    rates = _f32([rng.uniform(0.05, 0.4, np.shape(p)) for p in params[2:]])
+    co_params = _f32([rng.normal(size=(8, 1)), rng.normal(size=(1,))])
+
+    def setup(meta):
+        _assign(meta.inner_optimizer.trainable_variables, rates)
+        _assign(meta.co_learner.head.trainable_variables, co_params)
+
+    _compare(
+        params,
+        tasks,
+        groups=("params", "rates", "co_learner"),
+        setup=setup,
+        steps=3,
+        vectorize=vectorize,
+        adapted_layers=["hidden2", "head"],
+        inner_optimizer="meta_sgd",
+        task_weighting="gradient_agreement",
+        co_learner=kerameta.CoLearner(keras.layers.Dense(1), "hidden1"),
+    )
+
+
+def _conv_paths():
+    # (data_format, vectorize_tasks) pairs each backend runs eagerly. JAX
+    # recompiles an eager `lax.map` over conv tasks at every call, so its
+    # looped conv path is checked compiled, below; torch.vmap cannot run
+    # channels_last convolutions with per-task kernels (DESIGN.md §3).
+    if BACKEND == "jax":
+        return [("channels_last", True)]
+    if BACKEND == "torch":
+        return [("channels_last", False), ("channels_first", True)]
+    return [("channels_last", False)]
+
+
+@pytest.mark.parametrize("data_format, vectorize", _conv_paths())
+@pytest.mark.parametrize("steps", [1, 3])
+def test_conv_batch_norm_equals_second_order(steps, data_format, vectorize):
+    _check_kinks("conv_bn", steps)
+    tasks = _reference_case("conv_bn")[2]
+    x, y = _image_batch(tasks, data_format)
+    results = {}
+    for order in ("second_order", "checkpointed"):
+        maml = _reference_maml(
+            "conv_bn",
+            order,
+            steps,
+            data_format=data_format,
+            vectorize_tasks=vectorize,
+        )
+        assert maml.vectorize_tasks is vectorize
+        results[order] = _meta_gradient(maml, x, y)
+    assert results["checkpointed"][0] == pytest.approx(
+        results["second_order"][0], rel=1e-6
+    )
+    _assert_reference_close(
+        results["checkpointed"][1], results["second_order"][1]
+    )
+    # And both equal the float64 finite-difference reference.
+    _assert_reference_close(
+        results["checkpointed"][1],
+        _reference("conv_bn", "second_order", steps),
+    )
+
+
+# --------------------------------------------------------------------------
+# The backward pass recomputes each inner step once
+# --------------------------------------------------------------------------
+class _CountingCheckpointed(Checkpointed):
+    """Counts the support gradients of the inner loops it builds."""
+
+    def run_inner_loop(self, loop, fast, inner_steps):
+        self.calls = {True: 0, False: 0}
+        rebuild = loop.rebuild
+
+        def counted_rebuild(values, constants):
+            inner = rebuild(values, constants)
+            gradients = inner.gradients
+
+            def counted(fast, create_graph):
+                self.calls[create_graph] += 1
+                return gradients(fast, create_graph)
+
+            inner.gradients = counted
+            return inner
+
+        loop.rebuild = counted_rebuild
+        return super().run_inner_loop(loop, fast, inner_steps)
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_backward_recomputes_each_inner_step_once(steps):
+    params, tasks = _case()
+    counting = _CountingCheckpointed()
+    meta = _meta_model(params, counting, steps=steps)
+    # The objective alone: a forward pass without any graph.
+    x, y = _batch(tasks)
+    meta.evaluate(x, y, batch_size=len(tasks), verbose=0)
+    assert counting.calls == {False: steps, True: 0}
+    # With its meta-gradient: one differentiable recomputation per step.
+    _gradients(meta, tasks)
+    assert counting.calls == {False: steps, True: steps}
+
+
+# --------------------------------------------------------------------------
+# fit, compiled and eager, and saving
+# --------------------------------------------------------------------------
+def _fit_weights(order, steps=3, **compile_kwargs):
+    params, tasks = _case(seed=6, num_tasks=4)
+    meta = _meta_model(
+        params,
+        order,
+        steps=steps,
+        vectorize="auto",
+        inner_optimizer="meta_sgd",
+    )
+    meta.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss="mse",
+        metrics=["mae"],
+        **compile_kwargs,
+    )
+    x, y = _batch(tasks)
+    history = meta.fit(
+        x, y, batch_size=2, epochs=2, shuffle=False, verbose=0
+    ).history
+    return history, [_numpy(v) for v in meta.trainable_variables]
+
+
+def _compiled_modes():
+    if BACKEND == "torch":
+        # Keras's "auto" is eager on torch; torch.compile is refused below.
+        return [{"run_eagerly": True}]
+    return [{"jit_compile": "auto"}, {"run_eagerly": True}]
+
+
+@pytest.mark.parametrize(
+    "compile_kwargs", _compiled_modes(), ids=lambda kw: next(iter(kw))
+)
+def test_fit_equals_second_order(compile_kwargs):
+    history, weights = _fit_weights("second_order", **compile_kwargs)
+    checkpointed_history, checkpointed_weights = _fit_weights(
+        "checkpointed", **compile_kwargs
+    )
+    assert set(checkpointed_history) == {"loss", "mae"}
+    np.testing.assert_allclose(
+        checkpointed_history["loss"], history["loss"], rtol=1e-5
+    )
+    for actual, expected in zip(checkpointed_weights, weights):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(
+    BACKEND != "jax",
+    reason="on JAX `jit_compile=True` runs conv tasks in a compiled "
+    "`lax.map` (the looped path); TF's XLA and torch.compile are covered "
+    "elsewhere",
+)
+def test_jit_compiled_conv_batch_norm_applies_the_reference_meta_gradient():
+    steps, learning_rate = 3, 1.0
+    _check_kinks("conv_bn", steps)
+    tasks = _reference_case("conv_bn")[2]
+    maml = _reference_maml(
+        "conv_bn", "checkpointed", steps, vectorize_tasks=False
+    )
+    maml.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    variables = maml.model.trainable_variables
+    before = [_numpy(v.value) for v in variables]
+    maml.train_on_batch(*_image_batch(tasks))
+    update = [
+        (b - _numpy(v.value)) / learning_rate for b, v in zip(before, variables)
+    ]
+    _assert_reference_close(
+        update,
+        _reference("conv_bn", "second_order", steps),
+        rtol=2e-5,
+        atol=2e-6,
+    )
+
+
+def test_keras_file_round_trip(tmp_path):
+    params, tasks = _case(num_tasks=4)
+    meta = _meta_model(params, "checkpointed", steps=2)
+    x, y = _batch(tasks)
+    meta.fit(x, y, batch_size=2, verbose=0)
+    path = tmp_path / "checkpointed.keras"
+    meta.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.meta_gradient) is Checkpointed
+    assert (
+        loaded.get_config()["meta_gradient"]
+        == (meta.get_config()["meta_gradient"])
+    )
+    np.testing.assert_allclose(
+        _numpy(loaded.predict(x, batch_size=2, verbose=0)),
+        _numpy(meta.predict(x, batch_size=2, verbose=0)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    for a, b in zip(loaded.trainable_variables, meta.trainable_variables):
+        np.testing.assert_array_equal(_numpy(a), _numpy(b))
+
+
+def test_string_id_and_config():
+    meta = kerameta.MAML(kerameta.models.mlp(), meta_gradient="checkpointed")
+    assert isinstance(meta.meta_gradient, Checkpointed)
+    assert repr(meta.meta_gradient) == "Checkpointed()"
+    config = kerameta.meta_gradients.serialize(Checkpointed())
+    restored = kerameta.meta_gradients.deserialize(config)
+    assert type(restored) is Checkpointed
+    assert kerameta.meta_gradients.get("checkpointed").name == "checkpointed"
+
+
+# --------------------------------------------------------------------------
+# Refused
+# --------------------------------------------------------------------------
+def test_gradient_sharing_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"checkpointed meta-gradient does not support gradient "
+        r"sharing.*meta_gradient='second_order'.*MultiStep",
+    ):
+        kerameta.MAML(
+            kerameta.models.mlp(),
+            meta_gradient="checkpointed",
+            gradient_sharing=kerameta.GradientSharing(),
+        )
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile only")
+def test_torch_compile_is_refused():
+    params, _ = _case()
+    meta = _meta_model(params, "checkpointed")
+    with pytest.raises(
+        ValueError,
+        match=r"cannot run under `jit_compile=True` on PyTorch.*"
+        r"jit_compile=False",
+    ):
+        meta.compile(optimizer="adam", loss="mse", jit_compile=True)
+
+
+def test_an_inner_loop_without_rebuild_is_refused():
+    def identity(*args):
+        return args[0]
+
+    loop = InnerLoop(identity, identity, identity)
+    with pytest.raises(
+        ValueError, match=r"needs an `InnerLoop` with .*`rebuild`"
+    ):
+        Checkpointed().run_inner_loop(loop, [np.zeros((2, 3))], 2)
