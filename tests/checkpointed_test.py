@@ -292,7 +292,9 @@ def _compiled_modes():
 
 
 @pytest.mark.parametrize(
-    "compile_kwargs", _compiled_modes(), ids=lambda kw: next(iter(kw))
+    "compile_kwargs",
+    _compiled_modes(),
+    ids=lambda kw: "eager" if "run_eagerly" in kw else "compiled",
 )
 def test_fit_equals_second_order(compile_kwargs):
     history, weights = _fit_weights("second_order", **compile_kwargs)
@@ -308,12 +310,11 @@ def test_fit_equals_second_order(compile_kwargs):
 
 
 @pytest.mark.skipif(
-    BACKEND != "jax",
-    reason="on JAX `jit_compile=True` runs conv tasks in a compiled "
-    "`lax.map` (the looped path); TF's XLA and torch.compile are covered "
-    "elsewhere",
+    BACKEND == "torch",
+    reason="torch.compile is refused for the checkpointed meta-gradient",
 )
 def test_jit_compiled_conv_batch_norm_applies_the_reference_meta_gradient():
+    # JAX: the looped conv path (`lax.map`) under `jit`; TensorFlow: XLA.
     steps, learning_rate = 3, 1.0
     _check_kinks("conv_bn", steps)
     tasks = _reference_case("conv_bn")[2]

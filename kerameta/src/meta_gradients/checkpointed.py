@@ -33,10 +33,15 @@ class Checkpointed(MetaGradient):
     `O(inner_steps * activations)`; use it when many inner steps or large
     activations make `SecondOrder` run out of memory.
 
-    Gradient sharing is not supported (it mixes the tasks' gradients and
-    records their batch means, a side effect the recomputation would
-    repeat): use `"second_order"` or `MultiStep` with it. Evaluation
-    (`evaluate`, `predict`, `adapt`) runs the inner loop without a graph.
+    Works with every backend, vectorized or looped over tasks, with
+    Meta-SGD, `adapted_layers` (ANIL), task weighting and the co-learner.
+    Not supported, refused when the meta-model is built or compiled:
+    gradient sharing (it mixes the tasks' gradients and records their batch
+    means at every step, a side effect the recomputation would repeat; use
+    `"second_order"` or `MultiStep` with it) and `jit_compile=True` on
+    PyTorch (torch.compile does not trace the hand-written backward pass;
+    PyTorch runs it eagerly). Evaluation (`evaluate`, `predict`, `adapt`)
+    runs the inner loop without a graph.
 
     String id: `"checkpointed"`.
 

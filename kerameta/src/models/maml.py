@@ -41,7 +41,8 @@ class MAML(MetaModel):
             `"multi_step"` (one differentiable gradient per window of inner
             steps), `"implicit"` (implicit differentiation, memory
             independent of `inner_steps`; needs `adapted_layers` or
-            `Implicit(proximal=...)`) or a
+            `Implicit(proximal=...)`), `"checkpointed"` (exact, like
+            `"second_order"`, with memory flat in `inner_steps`) or a
             `kerameta.meta_gradients.MetaGradient`. Defaults to
             `"second_order"`.
         vectorize_tasks: `"auto"`, `True` or `False`: whether tasks are
