@@ -19,9 +19,41 @@ def value_and_grad(fn, has_aux=False):
 
 
 def vjp(fn, primals, cotangents):
-    _, pullback = jax.vjp(fn, list(primals))
-    (result,) = pullback(list(cotangents))
-    return list(result)
+    primals, cotangents = list(primals), list(cotangents)
+
+    def product(primals, cotangents):
+        _, pullback = jax.vjp(fn, primals)
+        (result,) = pullback(cotangents)
+        return list(result)
+
+    anchor = next((c for c in cotangents if c.size), None)
+    if anchor is None or not isinstance(anchor, jax.core.Tracer):
+        return product(primals, cotangents)
+    # Traced (under `jit`), XLA would be free to run `fn` early, merge it
+    # with the forward pass's identical computation (common
+    # subexpressions), hoist its buffers (a `lax.map`'s stacks) to the
+    # start of the program and fuse the cotangent chain across steps: each
+    # keeps one step's activations (or one more copy of the weights) alive
+    # per step, and memory grows with the steps again. XLA:CPU drops
+    # `optimization_barrier` (what `jax.checkpoint` relies on) before
+    # merging, so instead the primals get a data dependency on the
+    # cotangents (`+ 0 * c`, never simplified for floats) and `fn` runs in
+    # a conditional branch, which XLA neither hoists from nor fuses across.
+    # The predicate is always true, but XLA cannot prove it.
+    scalar = jax.lax.stop_gradient(jnp.ravel(anchor)[0])
+    zero = 0 * jnp.where(jnp.isfinite(scalar), scalar, 0)
+    primals = [
+        p + zero.astype(p.dtype) if jnp.issubdtype(p.dtype, jnp.inexact) else p
+        for p in primals
+    ]
+    bits = jax.lax.bitcast_convert_type(zero.astype("float32"), "int32")
+    return jax.lax.cond(
+        (bits | 1) != 0,
+        product,
+        lambda primals, _: [jnp.zeros_like(p) for p in primals],
+        primals,
+        cotangents,
+    )
 
 
 def custom_gradient(forward, backward):
@@ -38,10 +70,6 @@ def custom_gradient(forward, backward):
 
     def call_bwd(saved, cotangents):
         residuals, constants = saved
-        # As `jax.checkpoint` does: without the barrier XLA may merge the
-        # backward's recomputation with the forward pass (common
-        # subexpressions), which keeps the forward's activations alive.
-        residuals = jax.lax.optimization_barrier(residuals)
         input_cotangents = backward(residuals, constants, cotangents[0])
         # `None`: no cotangent for the constants (integer labels included).
         return list(input_cotangents), [None] * len(constants)
