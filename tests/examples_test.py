@@ -260,6 +260,68 @@ def test_co_learner_full(tmp_path):
         assert mse < 2.0, stdout[-3000:]
 
 
+MEMORY_ESTIMATORS = (
+    "MAML, second order",
+    "MAML, multi-step",
+    "MAML, multi-step (straight-through)",
+    "MAML, checkpointed",
+    "ANIL, second order",
+    "ANIL, implicit",
+)
+
+
+def _check_memory_efficient(stdout, output_dir, iterations, episodes):
+    _check_figure(stdout, output_dir, "memory_efficient_meta_gradients")
+    results = {}
+    for name in MEMORY_ESTIMATORS:
+        label = f"{name}: {iterations} meta-iterations in"
+        results[name] = _meta_test_mse(stdout, label, episodes)
+        assert math.isfinite(results[name])
+        assert re.search(
+            rf"{re.escape(name)}: \S+ ms per meta-iteration at K=1, ", stdout
+        )
+    for name, reference in (
+        ("MAML, multi-step", "MAML, second order"),
+        ("MAML, checkpointed", "MAML, second order"),
+        ("ANIL, implicit", "ANIL, second order"),
+    ):
+        assert re.search(
+            rf"{re.escape(name)} vs {re.escape(reference)}: .* -> ", stdout
+        )
+    # The checkpointed meta-gradient is second order's: same training.
+    assert results["MAML, checkpointed"] == pytest.approx(
+        results["MAML, second order"], rel=1e-3
+    )
+    return results
+
+
+def test_memory_efficient_meta_gradients_smoke(tmp_path):
+    output_dir = tmp_path / "output"  # created by the example
+    stdout = _run_example(
+        "memory_efficient_meta_gradients.py",
+        output_dir,
+        smoke=True,
+        timeout=900,
+    )
+    _check_memory_efficient(stdout, output_dir, iterations=6, episodes=25)
+
+
+@pytest.mark.slow
+def test_memory_efficient_meta_gradients_full(tmp_path):
+    output_dir = tmp_path / "output"
+    stdout = _run_example(
+        "memory_efficient_meta_gradients.py",
+        output_dir,
+        smoke=False,
+        timeout=3600,
+    )
+    results = _check_memory_efficient(
+        stdout, output_dir, iterations=1000, episodes=600
+    )
+    for mse in results.values():
+        assert mse < 4.0, stdout[-3000:]
+
+
 OMNIGLOT_DIR = pathlib.Path(
     os.environ.get(
         "KERAMETA_OMNIGLOT_DIR", REPO.parent / "shared" / "data" / "omniglot"
