@@ -26,14 +26,19 @@ def value_and_grad(fn, has_aux=False):
 
 
 def vjp(fn, primals, cotangents):
-    primals = [tf.convert_to_tensor(p) for p in primals]
+    cotangents = list(cotangents)
+    # In a graph, `fn` would run as soon as `primals` exist (possibly long
+    # before the cotangents, keeping its activations alive meanwhile):
+    # recompute it only once the cotangents are known.
+    with tf.control_dependencies([c for c in cotangents if c is not None]):
+        primals = [tf.identity(p) for p in primals]
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(primals)
         outputs = fn(primals)
     return tape.gradient(
         outputs,
         primals,
-        output_gradients=list(cotangents),
+        output_gradients=cotangents,
         unconnected_gradients=_ZERO,
     )
 
