@@ -41,7 +41,9 @@ class Checkpointed(MetaGradient):
     `"second_order"` or `MultiStep` with it) and `jit_compile=True` on
     PyTorch (torch.compile does not trace the hand-written backward pass;
     PyTorch runs it eagerly). Evaluation (`evaluate`, `predict`, `adapt`)
-    runs the inner loop without a graph.
+    runs the inner loop without a graph. Layers that draw random numbers in
+    training (`Dropout`) draw again when a step is recomputed, so their
+    meta-gradient is not exact; MAML networks rarely use them.
 
     String id: `"checkpointed"`.
 
