@@ -398,6 +398,24 @@ def _final_dense(model) -> str:
     return dense[-1].name
 
 
+def _meta_model(net, estimator: str, inner_steps: int, settings: dict):
+    """The (uncompiled) `MAML` of one estimator, as the table builds it."""
+    import kerameta
+
+    context = Context(
+        inner_steps=inner_steps,
+        head=_final_dense(net),
+        cg_steps=settings["cg_steps"],
+        ridge=settings["implicit_ridge"],
+    )
+    return kerameta.MAML(
+        net,
+        inner_steps=inner_steps,
+        inner_learning_rate=settings["inner_learning_rate"],
+        **ESTIMATORS[estimator].build(context),
+    )
+
+
 def _estimator_facts(maml) -> dict:
     import kerameta
 
@@ -452,17 +470,8 @@ def child_memory(config: dict) -> dict:
         filters=settings["filters"],
         downsampling=settings["downsampling"],
     )
-    context = Context(
-        inner_steps=config["inner_steps"],
-        head=_final_dense(net),
-        cg_steps=settings["cg_steps"],
-        ridge=settings["implicit_ridge"],
-    )
-    maml = kerameta.MAML(
-        net,
-        inner_steps=config["inner_steps"],
-        inner_learning_rate=settings["inner_learning_rate"],
-        **ESTIMATORS[config["estimator"]].build(context),
+    maml = _meta_model(
+        net, config["estimator"], config["inner_steps"], settings
     )
     maml.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -492,7 +501,7 @@ def child_memory(config: dict) -> dict:
     after = probe.after_warmup
     result = {
         "device": device,
-        "head": context.head,
+        "head": _final_dense(net),
         **_estimator_facts(maml),
         "first_step_s": probe.seconds[0],
         "median_ms": 1e3 * statistics.median(timed),
@@ -557,17 +566,8 @@ def child_accuracy(config: dict) -> dict:
     seed = config["seed"]
     keras.utils.set_random_seed(seed)
     net = kerameta.models.mlp()
-    context = Context(
-        inner_steps=settings["inner_steps"],
-        head=_final_dense(net),
-        cg_steps=settings["cg_steps"],
-        ridge=settings["implicit_ridge"],
-    )
-    maml = kerameta.MAML(
-        net,
-        inner_steps=settings["inner_steps"],
-        inner_learning_rate=settings["inner_learning_rate"],
-        **ESTIMATORS[config["estimator"]].build(context),
+    maml = _meta_model(
+        net, config["estimator"], settings["inner_steps"], settings
     )
     maml.compile(
         optimizer=keras.optimizers.Adam(settings["meta_learning_rate"]),
@@ -604,7 +604,7 @@ def child_accuracy(config: dict) -> dict:
     ]
     return {
         "device": device_kind(),
-        "head": context.head,
+        "head": _final_dense(net),
         **_estimator_facts(maml),
         "iterations_done": len(probe.seconds),
         "final_loss": probe.losses[-1] if probe.losses else None,
