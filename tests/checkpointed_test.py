@@ -433,7 +433,7 @@ def test_string_id_and_config():
 def test_gradient_sharing_is_refused():
     with pytest.raises(
         ValueError,
-        match=r"checkpointed meta-gradient does not support gradient "
+        match=r"checkpointed meta-gradient cannot be used here: gradient "
         r"sharing.*meta_gradient='second_order'.*MultiStep",
     ):
         kerameta.MAML(

@@ -42,8 +42,16 @@ def _subclassed():
         ),
         ({"inner_optimizer": "adam"}, r"Unknown `inner_optimizer`.*'adam'"),
         ({"task_weighting": "agreement"}, r"Unknown `task_weighting`"),
-        ({"gradient_sharing": "yes"}, "`gradient_sharing` must be None"),
-        ({"co_learner": "cml"}, "`co_learner` must be None or a"),
+        (
+            {"gradient_sharing": "yes"},
+            r"Unknown `gradient_sharing`\. Expected None, one of "
+            r"\['gradient_sharing'\] or a `kerameta\.GradientSharing`",
+        ),
+        (
+            {"co_learner": "cml"},
+            r"Unknown `co_learner`\. Expected None, a `kerameta\.CoLearner` "
+            r"instance\. Received: co_learner='cml'",
+        ),
     ],
 )
 def test_bad_method_arguments(kwargs, message):

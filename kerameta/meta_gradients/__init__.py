@@ -1,5 +1,6 @@
 """Meta-gradient estimators: how the outer gradient sees the inner loop."""
 
+from kerameta.src.meta_gradients import ALL_OBJECTS as ALL_OBJECTS
 from kerameta.src.meta_gradients import deserialize as deserialize
 from kerameta.src.meta_gradients import get as get
 from kerameta.src.meta_gradients import serialize as serialize

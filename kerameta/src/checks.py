@@ -4,8 +4,6 @@ import math
 import numbers
 from typing import Any
 
-import keras
-
 
 def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> int:
     """Returns `value` as an int if it is a positive (or zero) integer."""
@@ -72,18 +70,3 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
             f"{name}={value!r}"
         )
     return value
-
-
-def get_component(kind: str, identifier: Any, base: type, registry: dict):
-    """Resolves a string id, a serialized config or an instance of `base`."""
-    if isinstance(identifier, base):
-        return identifier
-    if isinstance(identifier, str) and identifier in registry:
-        return registry[identifier]()
-    if isinstance(identifier, dict):
-        return keras.saving.deserialize_keras_object(identifier)
-    raise ValueError(
-        f"Unknown `{kind}`. Expected one of {sorted(registry)} or a "
-        f"`kerameta.{base.__name__}` instance. Received: {kind}="
-        f"{identifier!r}"
-    )

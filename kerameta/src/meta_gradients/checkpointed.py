@@ -65,30 +65,8 @@ class Checkpointed(MetaGradient):
       reverse-mode differentiation.
     """
 
-    name = "checkpointed"
+    string_id = "checkpointed"
     create_graph = True
-
-    def check_jit_compile(self, jit_compile):
-        if seam.BACKEND == "torch" and jit_compile is True:
-            raise ValueError(
-                "The checkpointed meta-gradient cannot run under "
-                "`jit_compile=True` on PyTorch: torch.compile does not trace "
-                "its hand-written backward pass. Use `jit_compile=False` "
-                "(or 'auto', eager on PyTorch), or "
-                "`meta_gradient='second_order'` with torch.compile."
-            )
-
-    def check_model(self, meta_model):
-        if getattr(meta_model, "gradient_sharing", None) is not None:
-            raise ValueError(
-                "The checkpointed meta-gradient does not support gradient "
-                "sharing: sharing mixes the tasks' inner gradients and "
-                "records their batch means at every step, which the "
-                "step-by-step recomputation of the backward pass cannot "
-                "repeat. Use `meta_gradient='second_order'` (exact) or "
-                "`kerameta.meta_gradients.MultiStep` (less memory) with "
-                "`gradient_sharing`, or drop `gradient_sharing`."
-            )
 
     def run_inner_loop(self, loop, fast, inner_steps):
         if inner_steps == 0:

@@ -25,7 +25,7 @@ class FirstOrder(MetaGradient):
     - [Finn et al., 2017](https://arxiv.org/abs/1703.03400), section 5.2
     """
 
-    name = "first_order"
+    string_id = "first_order"
     create_graph = False
     second_derivatives = False
 

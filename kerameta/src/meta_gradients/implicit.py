@@ -92,7 +92,7 @@ class Implicit(MetaGradient):
       Gradients](https://arxiv.org/abs/1909.04630) (the proximal form)
     """
 
-    name = "implicit"
+    string_id = "implicit"
     create_graph = False
     log_names = ("cg_residual",)
 
@@ -212,39 +212,6 @@ class Implicit(MetaGradient):
             "`inner_steps` so that the inner loop converges, or raise "
             "`tolerance` to accept it."
         )
-
-    def check_model(self, meta_model: Any) -> None:
-        reasons = []
-        if meta_model.inner_optimizer.trainable_weights:
-            reasons.append(
-                f"its inner optimizer ({meta_model.inner_optimizer.name!r}) "
-                "has learned weights, which get no implicit meta-gradient: "
-                'use inner_optimizer="sgd"'
-            )
-        if meta_model.gradient_sharing is not None:
-            reasons.append(
-                "gradient sharing is not supported with it yet: use "
-                '"second_order" or "multi_step"'
-            )
-        if meta_model.co_learner is not None:
-            reasons.append(
-                "the co-learner is not supported with it yet: use "
-                '"second_order" or "multi_step"'
-            )
-        if self.proximal is None and all(meta_model._adapted_mask):
-            reasons.append(
-                "every trainable weight is adapted, so nothing would be "
-                "meta-learned (the solution of the inner problem does not "
-                "depend on where it starts): adapt only the head, with "
-                "`adapted_layers=[...]` (ANIL), or give "
-                "`Implicit(proximal=...)` for the proximal (iMAML) form"
-            )
-        if reasons:
-            raise ValueError(
-                "The implicit meta-gradient cannot be used here: "
-                + "; ".join(reasons)
-                + "."
-            )
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -55,9 +55,9 @@ class MetaGradient:
     """How the meta-gradient flows back through the inner loop.
 
     A meta-gradient estimator decides which derivatives of the inner loop
-    the outer (meta) gradient sees. Two class attributes define it:
+    the outer (meta) gradient sees. Three class attributes describe it:
 
-    - `name`: its string id, as accepted by
+    - `string_id`: its string id, as accepted by
       `kerameta.MAML(meta_gradient=...)`.
     - `create_graph`: whether the inner gradients must themselves be
       differentiable (`True` for the exact second-order gradient). When
@@ -65,17 +65,21 @@ class MetaGradient:
     - `second_derivatives`: whether the meta-gradient needs second
       derivatives at all (`False` only for first-order estimators).
 
-    `inner_gradients` receives the gradients of every task at one inner step
-    and returns the gradients that the inner SGD step applies; override it
-    to transform them (e.g. stop their gradient, as `FirstOrder` does).
+    and at most three hooks: `inner_gradients` transforms each inner step's
+    gradients (e.g. stops their gradient, as `FirstOrder` does);
+    `run_inner_loop` replaces the whole loop (`MultiStep`, `Checkpointed`,
+    `Implicit`); `outer_terms` adds per-task terms to the meta-objective
+    (`Implicit`). What an estimator cannot be combined with is declared in
+    one table, `kerameta.src.engine.composition`, not in the estimator.
 
     To use a custom estimator, pass an instance: `MAML(meta_gradient=
     MyEstimator())`. Decorate the class with
     `keras.saving.register_keras_serializable()` so that `.keras` files
-    that use it can be loaded.
+    that use it can be loaded. The docs' "Writing your own estimator"
+    shows one in full.
     """
 
-    name: str = "meta_gradient"
+    string_id: str = "meta_gradient"
     create_graph: bool = True
     #: Whether the estimator differentiates twice (second derivatives).
     second_derivatives: bool = True
@@ -156,14 +160,10 @@ class MetaGradient:
         del logs
         return None
 
-    def check_jit_compile(self, jit_compile: Any) -> None:
-        """Raises if the estimator cannot run under `compile(jit_compile)`."""
-        del jit_compile
-
-    def check_model(self, meta_model: Any) -> None:
-        """Raises a `ValueError` if the meta-model's components cannot be
-        used with this estimator."""
-        del meta_model
+    @property
+    def name(self) -> str:
+        """The string id (an alias of `string_id`)."""
+        return self.string_id
 
     def get_config(self) -> dict[str, Any]:
         return {}

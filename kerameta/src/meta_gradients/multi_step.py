@@ -71,7 +71,7 @@ class MultiStep(MetaGradient):
       both variants are kerameta's reading of the paper.
     """
 
-    name = "multi_step"
+    string_id = "multi_step"
     create_graph = True
 
     def __init__(self, window: int = 2, variant: str = "forward") -> None:

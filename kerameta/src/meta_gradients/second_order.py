@@ -28,5 +28,5 @@ class SecondOrder(MetaGradient):
     - [Finn et al., 2017](https://arxiv.org/abs/1703.03400)
     """
 
-    name = "second_order"
+    string_id = "second_order"
     create_graph = True

@@ -31,8 +31,9 @@ class MAML(MetaModel):
             meta-learned and adapted.
         inner_steps: number of inner-loop (adaptation) steps in training.
             Defaults to `1`.
-        inner_learning_rate: step size of the inner-loop gradient descent.
-            Defaults to `0.01`.
+        inner_learning_rate: step size of the inner-loop gradient descent: a
+            shortcut that sets the inner optimizer's `learning_rate`.
+            Defaults to `None`: the inner optimizer's (`0.01` unless set).
         evaluation_inner_steps: number of inner steps used by `evaluate`,
             `predict` and `adapt`; often larger than `inner_steps`.
             Defaults to `inner_steps`.

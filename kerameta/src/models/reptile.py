@@ -3,7 +3,6 @@
 from typing import Any
 
 import keras
-from keras import ops
 
 from kerameta.src.api_export import kerameta_export
 from kerameta.src.models.meta_model import MetaModel
@@ -17,11 +16,11 @@ class Reptile(MetaModel):
     `Reptile` shares everything with `kerameta.MAML` (data format, `fit`,
     `evaluate`, `predict`, `adapt`, saving, ANIL's `adapted_layers`,
     gradient sharing, task weighting, the CML co-learner) except the outer
-    rule. After the inner loop on each task's support set, the outer
-    optimizer receives the pseudo-gradient `sum_i w_i * (initial -
-    adapted_i)`, with `w_i = 1 / tasks` (or the weights of a
-    `task_weighting` such as `"gradient_agreement"`), instead of a
-    differentiated query loss. No second-order graph and no query gradient
+    rule, `kerameta.outer_rules.ReptileRule`. After the inner loop on each
+    task's support set, the outer optimizer receives the pseudo-gradient
+    `sum_i w_i * (initial - adapted_i)`, with `w_i = 1 / tasks` (or the
+    weights of a `task_weighting` such as `"gradient_agreement"`), instead
+    of a differentiated query loss. No second-order graph and no query gradient
     are needed; the query set only scores the adaptation (the logged
     `loss`).
 
@@ -41,7 +40,8 @@ class Reptile(MetaModel):
     Args:
         model: a built `keras.Model`.
         inner_steps: inner SGD steps per task. Defaults to `5`.
-        inner_learning_rate: inner step size. Defaults to `0.01`.
+        inner_learning_rate: inner step size. Defaults to `None`: the
+            inner optimizer's `learning_rate` (`0.01` unless set).
         evaluation_inner_steps: inner steps in `evaluate`, `predict` and
             `adapt`. Defaults to `inner_steps`.
         vectorize_tasks: as in `kerameta.MAML`.
@@ -73,7 +73,7 @@ class Reptile(MetaModel):
         self,
         model: keras.Model,
         inner_steps: int = 5,
-        inner_learning_rate: float = 0.01,
+        inner_learning_rate: float | None = None,
         evaluation_inner_steps: int | None = None,
         vectorize_tasks: str | bool = "auto",
         inner_optimizer: Any = "sgd",
@@ -84,18 +84,20 @@ class Reptile(MetaModel):
         co_learner: Any = None,
         **kwargs: Any,
     ) -> None:
-        if "meta_gradient" in kwargs:
-            raise ValueError(
-                "`Reptile` has its own first-order outer rule and takes no "
-                "`meta_gradient`. Use `kerameta.MAML` to choose one. "
-                f"Received: meta_gradient={kwargs['meta_gradient']!r}"
-            )
+        for fixed in ("meta_gradient", "outer_rule"):
+            if fixed in kwargs:
+                raise ValueError(
+                    "`Reptile` has its own first-order outer rule and takes "
+                    f"no `{fixed}`. Use `kerameta.MAML` to choose one. "
+                    f"Received: {fixed}={kwargs[fixed]!r}"
+                )
         super().__init__(
             model,
             inner_steps=inner_steps,
             inner_learning_rate=inner_learning_rate,
             evaluation_inner_steps=evaluation_inner_steps,
             meta_gradient="first_order",
+            outer_rule="reptile",
             vectorize_tasks=vectorize_tasks,
             inner_optimizer=inner_optimizer,
             adapted_layers=adapted_layers,
@@ -106,49 +108,8 @@ class Reptile(MetaModel):
             **kwargs,
         )
 
-    def _check_composition(self) -> None:
-        if self.inner_optimizer.trainable_weights:
-            raise ValueError(
-                "Reptile has no meta-gradient through the inner loop, so "
-                f"the learned weights of the inner optimizer "
-                f"{type(self.inner_optimizer).__name__} (e.g. Meta-SGD's "
-                "rates) would never train. Use `inner_optimizer='sgd'` with "
-                "Reptile, or `kerameta.MAML` with Meta-SGD."
-            )
-        if self.gradient_sharing is not None:
-            sharing = self.gradient_sharing
-            for variable in sharing.concurrent_scales + sharing.history_scales:
-                variable.trainable = False
-
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        del config["meta_gradient"]
+        # Fixed by the class: first-order, Reptile's rule.
+        del config["meta_gradient"], config["outer_rule"]
         return config
-
-    def _query_weights(self, adapted, fast):
-        # The adapted values, with the identity as their Jacobian with
-        # respect to the initial weights: first-order co-learner terms.
-        return [
-            ops.expand_dims(p, 0) + ops.stop_gradient(f - ops.expand_dims(p, 0))
-            for p, f in zip(adapted, fast)
-        ]
-
-    def _outer_objective(self, weights, task_losses, co_losses, adapted, fast):
-        # A surrogate whose gradient is the pseudo-gradient
-        # sum_i w_i (initial - adapted_i) for the adapted weights.
-        objective = 0.0
-        for p, f in zip(adapted, fast):
-            update = ops.expand_dims(p, 0) - ops.stop_gradient(f)
-            shape = (-1,) + (1,) * (len(update.shape) - 1)
-            pseudo_gradient = ops.sum(
-                ops.reshape(weights, shape) * update, axis=0
-            )
-            objective = objective + ops.sum(
-                p * ops.stop_gradient(pseudo_gradient)
-            )
-        if self.co_learner is not None:
-            # The query losses only score the adaptation.
-            objective = objective + self._combine_task_losses(
-                weights, ops.zeros_like(task_losses), co_losses
-            )
-        return objective

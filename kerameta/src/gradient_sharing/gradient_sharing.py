@@ -170,13 +170,6 @@ class GradientSharing(keras.layers.Layer):
             )
         self.built = True
 
-    def scale_values(self, values_of) -> tuple[list[Tensor], list[Tensor]]:
-        """The current scale values, looked up with `values_of(variable)`."""
-        return (
-            [values_of(v) for v in self.concurrent_scales],
-            [values_of(v) for v in self.history_scales],
-        )
-
     def uses_concurrent(self, training: bool) -> bool:
         return training or self.evaluation_sharing == "all"
 

@@ -74,7 +74,7 @@ class CoLearner(keras.layers.Layer):
       Augmentation](https://arxiv.org/abs/2406.04639) (UAI 2024)
     """
 
-    string_id = "co_learner"
+    string_id = "co_learner"  # for messages; no `get` by string
 
     def __init__(
         self,

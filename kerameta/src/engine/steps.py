@@ -1,0 +1,207 @@
+"""The backend-neutral train, test and predict bodies of a meta-model.
+
+`MetaSteps` is a mixin of `MetaModel`, as Keras's `Trainer` is of `Model`:
+it reads episodes from a batch, resolves the components once per trace,
+and wires the data path (episode -> adaptation -> meta-gradient ->
+objective -> update). The backend's `MetaTrainer` (in the seam) calls
+these bodies from `train_step` / `test_step` / `predict_step`.
+"""
+
+import keras
+from keras import ops
+
+from kerameta.src import backend as seam
+from kerameta.src import compat
+from kerameta.src.engine.adaptation import Components
+from kerameta.src.engine.objective import adapted_query_predictions
+from kerameta.src.engine.objective import meta_objective
+from kerameta.src.engine.parameters import ParameterLayout
+from kerameta.src.engine.update import apply_if_finite
+from kerameta.src.engine.update import update_sharing_history
+from kerameta.src.episodes import Episode
+from kerameta.src.episodes import validate_episode
+
+
+class MetaSteps:
+    """The meta-step bodies, shared by every backend and outer rule."""
+
+    def _components(self) -> Components:
+        if self._task_loss_fn is None:
+            raise ValueError(
+                "The meta-model has no task loss yet. Call `compile(loss=...)` "
+                "before `fit`, `evaluate`, `predict` or `adapt`."
+            )
+        return Components(
+            model=self.model,
+            task_loss=self._task_loss_fn,
+            layout=ParameterLayout(
+                self.trainable_variables,
+                self.model.trainable_variables,
+                self._adapted_mask,
+            ),
+            inner_optimizer=self.inner_optimizer,
+            meta_gradient=self.meta_gradient,
+            gradient_sharing=self.gradient_sharing,
+            task_weighting=self.task_weighting,
+            co_learner=self.co_learner,
+            outer_rule=self.outer_rule,
+            vectorize=self.vectorize_tasks,
+        )
+
+    def _model_input_rank(self) -> int | None:
+        try:
+            # Functional and Sequential models (Sequential has no
+            # `_inputs_struct`); subclassed models have no `inputs`.
+            inputs = self.model.inputs
+        except (AttributeError, ValueError):
+            return None
+        flat = keras.tree.flatten(inputs)
+        if len(flat) != 1:
+            return None
+        return len(flat[0].shape)
+
+    def _episode(self, data, mode: str) -> Episode:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise ValueError(
+                "kerameta does not support `sample_weight` yet: every task "
+                "and query example weighs the same. Received a sample_weight "
+                "in the data."
+            )
+        episode = validate_episode(
+            x,
+            y,
+            require_query_y=mode != "predict",
+            model_input_rank=self._model_input_rank(),
+        )
+        hints = self.__dict__.get("_static_tasks_per_batch", {})
+        return Episode(
+            *seam.with_static_task_axis(
+                [
+                    episode.support_x,
+                    episode.support_y,
+                    episode.query_x,
+                    episode.query_y,
+                ],
+                hints.get(mode),
+            )
+        )
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        # kerameta never calls this: Keras does, on JAX and PyTorch, to build
+        # the compiled loss from the first batch before any step runs.
+        # Validate that batch here, or a bad `query_y` or `sample_weight`
+        # surfaces as a broadcasting error.
+        self._episode((x, y, sample_weight), "test")
+        return super().compute_loss(
+            x, y, y_pred, sample_weight=sample_weight, training=training
+        )
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(x, dict):
+            # The raw batch, from Keras's symbolic build (see compute_loss);
+            # the meta-steps pass the validated `query_x`.
+            self._episode((x, y, sample_weight), "test")
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def _state_values(self):
+        theta = [v.value for v in self.trainable_variables]
+        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        return theta, non_trainable
+
+    def _meta_objective(
+        self, theta, non_trainable, episode, inner_steps, training=True
+    ):
+        """The meta-objective of a batch (see `engine.objective`)."""
+        return meta_objective(
+            self._components(),
+            theta,
+            non_trainable,
+            episode,
+            inner_steps,
+            training,
+        )
+
+    def _adapted_query_predictions(self, theta, non_trainable, episode):
+        return adapted_query_predictions(
+            self._components(),
+            theta,
+            non_trainable,
+            episode,
+            self.evaluation_inner_steps,
+        )
+
+    def _meta_train_step(self, data):
+        episode = self._episode(data, "train")
+        theta, non_trainable = self._state_values()
+        parts = self._components()
+
+        def objective(theta_values):
+            return meta_objective(
+                parts, theta_values, non_trainable, episode, self.inner_steps
+            )
+
+        (objective_value, aux), grads = seam.value_and_grad(
+            objective, has_aux=True
+        )(theta)
+        applied = apply_if_finite(
+            self.optimizer, self.trainable_variables, objective_value, grads
+        )
+        if self.gradient_sharing is not None and aux["batch_means"]:
+            update_sharing_history(
+                self.gradient_sharing, aux["batch_means"], applied
+            )
+        return self._update_metrics(aux, episode, applied)
+
+    def _meta_test_step(self, data):
+        episode = self._episode(data, "test")
+        theta, non_trainable = self._state_values()
+        _, aux = self._meta_objective(
+            theta,
+            non_trainable,
+            episode,
+            self.evaluation_inner_steps,
+            training=False,
+        )
+        logs = self._update_metrics(aux, episode)
+        # The estimator's logs describe the meta-gradient: training only.
+        for tracker in self._estimator_trackers:
+            logs.pop(tracker.name, None)
+        return logs
+
+    def _meta_predict_step(self, data):
+        episode = self._episode(data, "predict")
+        theta, non_trainable = self._state_values()
+        return ops.stop_gradient(
+            self._adapted_query_predictions(theta, non_trainable, episode)
+        )
+
+    def _update_metrics(self, aux, episode, applied=None):
+        loss = ops.mean(ops.stop_gradient(aux["task_losses"]))
+        if applied is not None:
+            # A refused update is reported as a non-finite loss, which
+            # stops `fit` with a warning (see `StopOnNonFiniteLoss`).
+            loss = ops.where(applied, loss, ops.cast(float("nan"), loss.dtype))
+        compat.loss_tracker(self).update_state(loss)
+        if self.co_learner is not None:
+            self._co_learner_loss_tracker.update_state(
+                ops.mean(ops.stop_gradient(aux["co_losses"]))
+            )
+        weights = aux.get("task_weights")
+        if weights is not None:
+            weights = ops.stop_gradient(weights)
+            self._task_weight_min_tracker.update_state(ops.min(weights))
+            self._task_weight_max_tracker.update_state(ops.max(weights))
+            self._task_weight_sum_tracker.update_state(ops.sum(weights))
+        logs = aux.get("estimator_logs") or {}
+        for tracker in self._estimator_trackers:
+            if tracker.name in logs:
+                tracker.update_state(ops.stop_gradient(logs[tracker.name]))
+        return self.compute_metrics(
+            episode.query_x,
+            episode.query_y,
+            ops.stop_gradient(aux["y_pred"]),
+            sample_weight=None,
+        )

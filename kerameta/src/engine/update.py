@@ -1,0 +1,44 @@
+"""The update: apply the meta-gradient, or leave every weight as it was."""
+
+from keras import ops
+
+from kerameta.src import backend as seam
+from kerameta.src.types import Tensor
+
+
+def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
+    """Applies `grads` with `optimizer` unless something is not finite.
+
+    A non-finite loss or gradient is refused, and so is an update that
+    leaves a non-finite value behind: a finite but huge gradient can still
+    overflow the optimizer's state (Adam's second moment) and, a step
+    later, the weights.
+
+    Returns:
+        A boolean scalar tensor: whether the update was applied.
+    """
+    finite = ops.all(ops.isfinite(loss))
+    for g in grads:
+        finite = ops.logical_and(finite, ops.all(ops.isfinite(g)))
+    variables = list(variables)
+    with seam.no_grad():
+        if not optimizer.built:
+            optimizer.build(variables)
+        watched = variables + list(optimizer.variables)
+        before = [ops.copy(v.value) for v in watched]
+        safe_grads = [ops.where(finite, g, ops.zeros_like(g)) for g in grads]
+        optimizer.apply(safe_grads, variables)
+        for v in watched:
+            if "float" in str(v.dtype):
+                finite = ops.logical_and(finite, ops.all(ops.isfinite(v.value)))
+        for v, old in zip(watched, before):
+            v.assign(ops.where(finite, v.value, old))
+    return finite
+
+
+def update_sharing_history(sharing, batch_means, applied: Tensor) -> None:
+    """Moves gradient sharing's history after an applied outer step."""
+    with seam.no_grad():
+        new_history = sharing.updated_history(batch_means)
+        for variable, value in zip(sharing.history, new_history):
+            variable.assign(ops.where(applied, value, variable.value))

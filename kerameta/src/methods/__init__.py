@@ -1,1 +1,0 @@
-"""The composable switches of a meta-model (inner optimizer, sharing, ...)."""
