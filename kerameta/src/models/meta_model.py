@@ -129,9 +129,7 @@ class MetaModel(seam.MetaTrainer, MetaSteps, keras.Model):
             if adapted
         ]
 
-    # ------------------------------------------------------------------
-    # Settings (a traced step captured the old value: trace again)
-    # ------------------------------------------------------------------
+    # --- Settings (a traced step captured the old value: trace again) ---
     def _reset_compiled_functions(self) -> None:
         self.train_function = None
         self.test_function = None
@@ -262,9 +260,7 @@ class MetaModel(seam.MetaTrainer, MetaSteps, keras.Model):
                 config[key] = family.deserialize(config[key])
         return cls(model=model, **config)
 
-    # ------------------------------------------------------------------
-    # Calling the meta-model: adapted query predictions
-    # ------------------------------------------------------------------
+    # --- Calling the meta-model: adapted query predictions ---
     def call(self, inputs, training=None):
         """Adapts to each task's support set; returns query predictions."""
         del training
@@ -291,9 +287,6 @@ class MetaModel(seam.MetaTrainer, MetaSteps, keras.Model):
             (num_tasks, num_query, *spec.shape[1:]), dtype=spec.dtype
         )
 
-    # ------------------------------------------------------------------
-    # Deployment
-    # ------------------------------------------------------------------
     def adapt(
         self,
         support_x: Any,
@@ -408,9 +401,7 @@ class MetaModel(seam.MetaTrainer, MetaSteps, keras.Model):
             stripped.compile_from_config(self.get_compile_config())
         return stripped
 
-    # ------------------------------------------------------------------
-    # fit and evaluate: the guard callbacks and the task epochs
-    # ------------------------------------------------------------------
+    # --- fit and evaluate: the guard callbacks and the task epochs ---
     def fit(self, *args: Any, **kwargs: Any):
         """Meta-trains on batches of tasks; the arguments of `keras.Model.fit`.
 
