@@ -3,6 +3,7 @@
 import os
 import pathlib
 from collections.abc import Sequence
+from typing import Any
 
 from kerameta.src.datasets.omniglot import catalog
 
@@ -21,7 +22,7 @@ def default_data_dir() -> pathlib.Path:
     return pathlib.Path(keras_home) / "datasets" / "kerameta" / "omniglot"
 
 
-def resolve_source_dir(source_dir) -> pathlib.Path | None:
+def resolve_source_dir(source_dir: Any) -> pathlib.Path | None:
     """`source_dir`, else `$KERAMETA_OMNIGLOT_DIR`, else `None`."""
     if source_dir is None:
         source_dir = os.environ.get(OMNIGLOT_DIR_ENV) or None
