@@ -8,13 +8,18 @@ characters); the full set is behind `--run-slow`. The TFDS tests need
 
 import pathlib
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
 
 import kerameta
 from kerameta.datasets import omniglot
-from kerameta.src.datasets import omniglot as omniglot_impl
+from kerameta.src.datasets.omniglot import api
+from kerameta.src.datasets.omniglot import catalog
+from kerameta.src.datasets.omniglot import images
+from kerameta.src.datasets.omniglot import tfds_builder
+from kerameta.src.datasets.omniglot import zip_reader
 
 SOURCE = (
     pathlib.Path(__file__).resolve().parents[1].parent
@@ -24,7 +29,7 @@ SOURCE = (
 )
 SMALL1 = "images_background_small1.zip"
 SMALL2 = "images_background_small2.zip"
-SMALL1_IDS = omniglot_impl._character_ids("small1")
+SMALL1_IDS = catalog.character_ids("small1")
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +107,8 @@ def test_cache_is_written_and_reused(small1, tmp_path, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(omniglot_impl, "_read_zip", no_reading)
-    monkeypatch.setattr(omniglot_impl, "_read_tfds", no_reading)
+    monkeypatch.setattr(zip_reader, "read_zip", no_reading)
+    monkeypatch.setattr(tfds_builder, "read_tfds", no_reading)
     empty = tmp_path / "empty"
     empty.mkdir()
     for reader in ("zip", "auto"):
@@ -149,28 +154,47 @@ def test_empty_validation_and_test_sets(small1):
 
 
 def test_area_filter():
-    matrix = omniglot_impl._area_matrix(28, 105)
+    matrix = images.area_matrix(28, 105)
     assert matrix.shape == (28, 105)
     np.testing.assert_allclose(matrix.sum(axis=1), 1.0, rtol=0, atol=1e-15)
     # Each input pixel spreads 28/105 of its area over the outputs.
     np.testing.assert_allclose(matrix.sum(axis=0), 28 / 105, atol=1e-15)
-    np.testing.assert_array_equal(
-        omniglot_impl._area_matrix(105, 105), np.eye(105)
-    )
+    np.testing.assert_array_equal(images.area_matrix(105, 105), np.eye(105))
     # 105 -> 35 is a plain mean over 3x3 blocks.
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (2, 105, 105), dtype=np.uint8)
-    x, _ = omniglot_impl._convert(np.array([5, 3]), gray, 35)
+    x, _ = images.convert(np.array([5, 3]), gray, 35)
     ink = 1.0 - gray / 255.0
     blocks = ink.reshape(2, 35, 3, 35, 3).mean(axis=(2, 4))[::-1]
     np.testing.assert_allclose(x[..., 0], blocks, atol=1e-6)
+    # 105 -> 28 is exact area: the mean over 15x15 blocks of the image
+    # scaled up 4 times (105 * 4 = 28 * 15), fractional pixels included.
+    # (Pillow's BOX filter would weigh each pixel 0 or 1 here.)
+    x, _ = images.convert(np.array([3, 5]), gray, 28)
+    fine = ink.repeat(4, axis=1).repeat(4, axis=2)
+    blocks = fine.reshape(2, 28, 15, 28, 15).mean(axis=(2, 4))
+    np.testing.assert_allclose(x[..., 0], blocks, atol=1e-6)
+
+
+@pytest.mark.parametrize("archive", list(catalog.ARCHIVES))
+def test_catalog_matches_the_zips(source, archive):
+    # Only the file names `images_*/<alphabet>/characterNN/NNNN_MM.png`.
+    with zipfile.ZipFile(source / catalog.ARCHIVES[archive].filename) as zf:
+        names = [n.split("/") for n in zf.namelist() if n.endswith(".png")]
+    ids = {}
+    for _, alphabet, _, image in names:
+        ids.setdefault(alphabet, set()).add(int(image[:4]) - 1)
+    assert sorted(ids) == sorted(catalog.ARCHIVE_ALPHABETS[archive])
+    for alphabet, found in ids.items():
+        assert sorted(found) == list(catalog.ALPHABET_IDS[alphabet])
+    assert len(names) == 20 * len(catalog.character_ids(archive))
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         (dict(archives="small1"), r"archives=\('small1',\).*Received"),
-        (dict(archives=("fish",)), "Received: archives=\\('fish',\\)"),
+        (dict(archives=("fish",)), r"Received: archives\[0\]='fish'"),
         (dict(archives=("train",)), "'train' -> 'background'"),
         (dict(archives=()), "non-empty"),
         (dict(archives=("small1", "small1")), "distinct"),
@@ -180,7 +204,8 @@ def test_area_filter():
         (dict(image_size=28.0), "Received: image_size=28.0"),
         (dict(image_size=True), "Received: image_size=True"),
         (dict(reader="pil"), "Received: reader='pil'"),
-        (dict(split_sizes=(1, -1)), r"Received: split_sizes=\(1, -1\)"),
+        (dict(split_sizes=(1, -1)), r"Received: split_sizes\[1\]=-1"),
+        (dict(split_sizes=(1.5, 2)), r"Received: split_sizes\[0\]=1.5"),
         (dict(split_sizes=(1, 2, 3)), "pair of non-negative"),
         (
             dict(archives=("small1",)),
@@ -255,7 +280,7 @@ def test_auto_reader_picks_tfds_when_installed():
         expected = "tfds"
     except ImportError:
         expected = "zip"
-    assert omniglot_impl._check_reader("auto") == expected
+    assert api.check_reader("auto") == expected
 
 
 def test_tfds_builder_is_the_stock_omniglot(tfds):
