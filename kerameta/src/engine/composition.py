@@ -40,7 +40,8 @@ class Rule:
             second derivatives.
         conflict: what it cannot be combined with, for the docs table.
         applies: `applies(setup) -> bool`: whether `setup` has the conflict.
-        reason: why, and what to use instead (a clause of the error).
+        reason: why, and what to use instead (a clause of the error);
+            `{inner_optimizer}` stands for the inner optimizer's name.
         stage: `"construction"` or `"compile"`.
     """
 
@@ -85,7 +86,8 @@ RULES: tuple[Rule, ...] = (
         "implicit",
         "an inner optimizer with learned weights (Meta-SGD)",
         _learns_inner_weights,
-        "its inner optimizer has learned weights, which get no implicit "
+        "its inner optimizer ({inner_optimizer}) has learned weights, "
+        "which get no implicit "
         'meta-gradient: use inner_optimizer="sgd"',
     ),
     Rule(
@@ -188,7 +190,10 @@ def check(setup: Setup, stage: str = "construction") -> None:
             component = getattr(setup, rule.family)
             name = getattr(component, "string_id", type(component).__name__)
             subject = _SUBJECTS[rule.family].format(name.replace("_", "-"))
-            reasons.setdefault(subject, []).append(rule.reason)
+            reason = rule.reason.format(
+                inner_optimizer=repr(setup.inner_optimizer.name)
+            )
+            reasons.setdefault(subject, []).append(reason)
     if reasons:
         raise ValueError(
             " ".join(
