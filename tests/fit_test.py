@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from helpers import maml as compiled_maml
 
 import kerameta
 
@@ -50,13 +51,12 @@ def _sinusoids(num_batches, seed, shots=10, query_shots=None, **kwargs):
 
 def _maml(model=None, optimizer=None, **kwargs):
     kwargs.setdefault("inner_learning_rate", 0.05)
-    maml = kerameta.MAML(_mlp() if model is None else model, **kwargs)
-    maml.compile(
+    return compiled_maml(
+        _mlp() if model is None else model,
         optimizer=optimizer or keras.optimizers.Adam(1e-2),
-        loss="mse",
         metrics=["mae"],
+        **kwargs,
     )
-    return maml
 
 
 def _numpy(variables):
