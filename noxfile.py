@@ -11,6 +11,7 @@ import sys
 import nox
 
 nox.options.sessions = ["lint", "tests", "docs"]
+# Local runs only: CI starts from a clean clone, so it builds every one.
 nox.options.reuse_existing_virtualenvs = True
 # uv creates the environments and installs into them several times faster
 # than pip (CI builds four from scratch); plain virtualenv and pip where uv
