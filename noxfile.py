@@ -5,24 +5,60 @@ so the tests also prove that kerameta never needs the other two.
 """
 
 import pathlib
+import subprocess
+import sys
 
 import nox
 
 nox.options.sessions = ["lint", "tests", "docs"]
+# Local runs only: CI starts from a clean clone, so it builds every one.
 nox.options.reuse_existing_virtualenvs = True
+# uv creates the environments and installs into them several times faster
+# than pip (CI builds four from scratch); plain virtualenv and pip where uv
+# is missing. `nox[uv]` (`.ci/run`) brings it.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 BACKENDS = ["jax", "tensorflow", "torch"]
 TORCH_CPU = "torch==2.13.0"  # the CPU build; never let pip pick a CUDA one
 
 
+def _pip_find_links() -> list[str]:
+    """pip's configured `find-links`, which uv does not read."""
+    try:
+        listing = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    links = []
+    for line in listing.splitlines():
+        key, _, value = line.partition("=")
+        if key.endswith(".find-links"):
+            links += value.strip("'\"").split()
+    return list(dict.fromkeys(links))
+
+
+def _install_torch_cpu(session: nox.Session) -> None:
+    # This machine keeps the CPU build where pip's configuration points
+    # (find-links); uv is told the same places.
+    links = []
+    if session.venv_backend == "uv":
+        for link in _pip_find_links():
+            links += ["--find-links", link]
+    session.install(TORCH_CPU, *links)
+    session.run(
+        "python",
+        "-c",
+        "import sys, torch; sys.exit(torch.version.cuda is not None)",
+    )
+
+
 def _install_backend(session: nox.Session, backend: str, extras: str) -> None:
     if backend == "torch":
-        session.install(TORCH_CPU)
-        session.run(
-            "python",
-            "-c",
-            "import sys, torch; sys.exit(torch.version.cuda is not None)",
-        )
+        _install_torch_cpu(session)
     session.install("-e", f".[{backend},{extras}]")
 
 
@@ -77,7 +113,7 @@ def benchmarks(session: nox.Session, backend: str) -> None:
     """Runs the meta-iteration benchmark on one backend (appends JSONL)."""
     _install_backend(session, backend, "examples")
     if backend != "torch":
-        session.install(TORCH_CPU)  # the baseline runs in the same process
+        _install_torch_cpu(session)  # the baseline runs in the same process
     session.run(
         "python",
         "benchmarks/meta_iteration.py",

@@ -13,6 +13,8 @@ here.
 import keras
 import numpy as np
 import pytest
+from helpers import assert_keras_round_trip
+from helpers import mlp
 from meta_gradient_test import _assert_close as _assert_reference_close
 from meta_gradient_test import _batch as _image_batch
 from meta_gradient_test import _case as _reference_case
@@ -20,13 +22,13 @@ from meta_gradient_test import _check_kinks
 from meta_gradient_test import _maml as _reference_maml
 from meta_gradient_test import _meta_gradient
 from meta_gradient_test import _reference
+from methods_test import SIZES
 from methods_test import _assert_close
 from methods_test import _assign
 from methods_test import _batch
 from methods_test import _case
 from methods_test import _f32
 from methods_test import _gradients
-from methods_test import _net
 from methods_test import _numpy
 
 import kerameta
@@ -47,7 +49,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def _meta_model(params, order, steps=2, vectorize=None, **kwargs):
-    model = _net()
+    model = mlp(SIZES)
     _assign(model.trainable_variables, params)
     meta = kerameta.MAML(
         model,
@@ -399,22 +401,14 @@ def test_keras_file_round_trip(tmp_path):
     meta = _meta_model(params, "checkpointed", steps=2)
     x, y = _batch(tasks)
     meta.fit(x, y, batch_size=2, verbose=0)
-    path = tmp_path / "checkpointed.keras"
-    meta.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = assert_keras_round_trip(
+        meta, tmp_path / "checkpointed.keras", x, batch_size=2, atol=1e-6
+    )
     assert type(loaded.meta_gradient) is Checkpointed
     assert (
         loaded.get_config()["meta_gradient"]
         == (meta.get_config()["meta_gradient"])
     )
-    np.testing.assert_allclose(
-        _numpy(loaded.predict(x, batch_size=2, verbose=0)),
-        _numpy(meta.predict(x, batch_size=2, verbose=0)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
-    for a, b in zip(loaded.trainable_variables, meta.trainable_variables):
-        np.testing.assert_array_equal(_numpy(a), _numpy(b))
 
 
 def test_string_id_and_config():

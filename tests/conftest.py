@@ -7,7 +7,6 @@ example runs); `--gpu` the ones that need an accelerator.
 
 import os
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -15,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
+from helpers import seed_everything  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
@@ -65,8 +65,7 @@ _disable_tf32()
 def _seed_and_clear():
     """Every test starts from the same seeds and a fresh Keras session."""
     keras.backend.clear_session(free_memory=False)  # gc.collect() is slow
-    keras.utils.set_random_seed(1337)
-    np.random.seed(1337)
+    seed_everything()
     yield
 
 

@@ -4,9 +4,10 @@ import math
 import re
 import warnings
 
-import keras
 import numpy as np
 import pytest
+from helpers import maml as compiled_maml
+from helpers import mlp
 
 import kerameta
 
@@ -25,10 +26,6 @@ def _assert_batches_equal(a, b):
 
 def _differ(a, b):
     return not np.array_equal(a[0]["support_x"], b[0]["support_x"])
-
-
-def _net():
-    return keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
 
 
 # ----------------------------------------------------------------------
@@ -175,8 +172,7 @@ def test_sinusoid_fit_draws_new_tasks_each_epoch():
     )
     validation = SinusoidTasks(shots=2, tasks_per_batch=2, num_batches=1)
     first_train, first_validation = train[0], validation[0]
-    maml = kerameta.MAML(_net())
-    maml.compile(optimizer="sgd", loss="mse")
+    maml = compiled_maml(mlp((1, 1)))
     history = maml.fit(train, validation_data=validation, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     assert _differ(train[0], first_train)
@@ -352,8 +348,7 @@ def test_episode_dataset_without_query_y_predicts():
     batch = dataset[1]
     assert isinstance(batch, tuple) and len(batch) == 1
     np.testing.assert_array_equal(batch[0]["query_x"], query_x[2:])
-    maml = kerameta.MAML(_net())
-    maml.compile(optimizer="sgd", loss="mse")
+    maml = compiled_maml(mlp((1, 1)))
     with warnings.catch_warnings():
         # Keras's torch backend converts the predictions with `np.array`,
         # which NumPy 2.4 warns about (torch's `__array__` has no `copy`).

@@ -11,6 +11,7 @@ Either way it is a `ValueError` that holds kerameta's text.
 """
 
 import contextlib
+import functools
 import math
 import re
 import warnings
@@ -18,15 +19,15 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from helpers import QUERY
+from helpers import SUPPORT
+from helpers import episodes as _episode
+from helpers import maml
+from helpers import mlp
 
 import kerameta
 
 BACKEND = keras.backend.backend()
-
-# Shapes of a valid batch of episodes: 2 tasks, 3 support and 4 query
-# examples of one feature each.
-SUPPORT = (2, 3, 1)
-QUERY = (2, 4, 1)
 
 
 class _Batches(keras.utils.PyDataset):
@@ -43,33 +44,12 @@ class _Batches(keras.utils.PyDataset):
         return self.batches[index]
 
 
-def _episode(
-    support_x=SUPPORT, support_y=SUPPORT, query_x=QUERY, query_y=QUERY, seed=0
-):
-    """A batch `(x, query_y)` of random episodes with the given shapes."""
-    rng = np.random.default_rng(seed)
-
-    def array(shape):
-        return rng.normal(size=shape).astype("float32")
-
-    x = {
-        "support_x": array(support_x),
-        "support_y": array(support_y),
-        "query_x": array(query_x),
-    }
-    return x, array(query_y)
-
-
-def _net():
-    return keras.Sequential(
-        [keras.Input((1,)), keras.layers.Dense(2), keras.layers.Dense(1)]
-    )
+# The smallest net: one feature, two hidden units, one output.
+_net = functools.partial(mlp, (1, 2, 1), activation=None)
 
 
 def _maml(**kwargs):
-    maml = kerameta.MAML(_net(), **kwargs)
-    maml.compile(optimizer="sgd", loss="mse")
-    return maml
+    return maml(_net(), **kwargs)
 
 
 def _shape(*dims):

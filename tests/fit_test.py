@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+from helpers import maml as compiled_maml
 
 import kerameta
 
@@ -50,13 +51,12 @@ def _sinusoids(num_batches, seed, shots=10, query_shots=None, **kwargs):
 
 def _maml(model=None, optimizer=None, **kwargs):
     kwargs.setdefault("inner_learning_rate", 0.05)
-    maml = kerameta.MAML(_mlp() if model is None else model, **kwargs)
-    maml.compile(
+    return compiled_maml(
+        _mlp() if model is None else model,
         optimizer=optimizer or keras.optimizers.Adam(1e-2),
-        loss="mse",
         metrics=["mae"],
+        **kwargs,
     )
-    return maml
 
 
 def _numpy(variables):
@@ -84,6 +84,37 @@ class _LogRecorder(keras.callbacks.Callback):
         self.epoch_logs.append(dict(logs or {}))
 
 
+def _fit_and_check_logs(maml, epochs, batches):
+    """Fits with validation; checks the history and the callback logs."""
+    recorder = _LogRecorder()
+    history = maml.fit(
+        _sinusoids(batches, seed=1, new_tasks_each_epoch=True),
+        validation_data=_sinusoids(num_batches=2, seed=7),
+        epochs=epochs,
+        callbacks=[recorder],
+        verbose=0,
+    )
+    assert set(history.history) == {"loss", "mae", "val_loss", "val_mae"}
+    for key, values in history.history.items():
+        assert len(values) == epochs, key
+        assert all(math.isfinite(v) for v in values), (key, values)
+
+    assert len(recorder.batch_logs) == epochs * batches
+    assert all({"loss", "mae"} <= set(logs) for logs in recorder.batch_logs)
+    assert len(recorder.epoch_logs) == epochs
+    for logs, epoch in zip(recorder.epoch_logs, range(epochs)):
+        for key in ("loss", "mae", "val_loss", "val_mae"):
+            assert logs[key] == pytest.approx(history.history[key][epoch])
+    return history
+
+
+def test_fit_logs_history_and_callbacks():
+    # The bookkeeping of `test_fit_lowers_the_adapted_query_loss` (slow) on
+    # a short fit: 2 epochs of 5 meta-steps.
+    _fit_and_check_logs(_maml(inner_steps=1), epochs=2, batches=5)
+
+
+@pytest.mark.slow  # 400 meta-steps, the longest fit of the suite
 def test_fit_lowers_the_adapted_query_loss():
     # 400 meta-steps of 4 tasks. Measured ratios after/before of the adapted
     # query MSE on these fixed test tasks: 0.32 (JAX), 0.32 (PyTorch), 0.34
@@ -92,32 +123,12 @@ def test_fit_lowers_the_adapted_query_loss():
     test_tasks = _sinusoids(num_batches=10, seed=100)
     maml = _maml(inner_steps=1)
     before = maml.evaluate(test_tasks, verbose=0, return_dict=True)
-    recorder = _LogRecorder()
-    epochs, batches = 4, 100
-    history = maml.fit(
-        _sinusoids(batches, seed=1, new_tasks_each_epoch=True),
-        validation_data=_sinusoids(num_batches=2, seed=7),
-        epochs=epochs,
-        callbacks=[recorder],
-        verbose=0,
-    )
+    history = _fit_and_check_logs(maml, epochs=4, batches=100)
     after = maml.evaluate(test_tasks, verbose=0, return_dict=True)
 
     assert after["loss"] < 0.6 * before["loss"], (before, after)
     assert after["mae"] < before["mae"], (before, after)
-
-    assert set(history.history) == {"loss", "mae", "val_loss", "val_mae"}
-    for key, values in history.history.items():
-        assert len(values) == epochs, key
-        assert all(math.isfinite(v) for v in values), (key, values)
     assert history.history["loss"][-1] < history.history["loss"][0]
-
-    assert len(recorder.batch_logs) == epochs * batches
-    assert all({"loss", "mae"} <= set(logs) for logs in recorder.batch_logs)
-    assert len(recorder.epoch_logs) == epochs
-    for logs, epoch in zip(recorder.epoch_logs, range(epochs)):
-        for key in ("loss", "mae", "val_loss", "val_mae"):
-            assert logs[key] == pytest.approx(history.history[key][epoch])
 
 
 def test_evaluate_predict_and_adapt_leave_every_weight_unchanged():

@@ -11,6 +11,7 @@ compiled buffer sizes); non-convergence reported; bad input refused.
 import keras
 import numpy as np
 import pytest
+from helpers import assert_keras_round_trip
 from keras import ops
 from methods_test import _gradients
 from methods_test import _numpy
@@ -398,17 +399,12 @@ def test_round_trip(tmp_path):
         tolerance=1e-3,
         clip_norm=10.0,
     )
-    path = tmp_path / "implicit.keras"
-    meta.save(path)
-    loaded = keras.saving.load_model(path)
+    x, y = _episodes(tasks)
+    loaded = assert_keras_round_trip(
+        meta, tmp_path / "implicit.keras", x, batch_size=TASKS
+    )
     assert isinstance(loaded.meta_gradient, Implicit)
     assert loaded.meta_gradient.get_config() == meta.meta_gradient.get_config()
-    x, y = _episodes(tasks)
-    np.testing.assert_allclose(
-        _numpy(loaded.predict(x, batch_size=TASKS, verbose=0)),
-        _numpy(meta.predict(x, batch_size=TASKS, verbose=0)),
-        rtol=1e-6,
-    )
 
 
 def test_string_id():

@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 import pytest
+from helpers import assert_keras_round_trip
+from helpers import mlp
 from keras import ops
 
 import kerameta
@@ -11,13 +13,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword"
     ":DeprecationWarning"
 )
-
-
-def _net():
-    inputs = keras.Input((1,))
-    hidden = keras.layers.Dense(8, activation="tanh", name="hidden1")(inputs)
-    hidden = keras.layers.Dense(8, activation="tanh", name="hidden2")(hidden)
-    return keras.Model(inputs, keras.layers.Dense(1, name="head")(hidden))
 
 
 def _co_learner():
@@ -93,22 +88,17 @@ def _tasks(seed, num_batches=2):
 def test_round_trip_and_resumed_training(name, tmp_path):
     kwargs = COMBINATIONS[name]()
     cls = kwargs.pop("cls", kerameta.MAML)
-    meta = cls(_net(), inner_steps=2, inner_learning_rate=0.05, **kwargs)
+    meta = cls(
+        mlp(functional=True), inner_steps=2, inner_learning_rate=0.05, **kwargs
+    )
     meta.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     meta.fit(_tasks(0), epochs=1, verbose=0)
-    path = tmp_path / f"{name}.keras"
-    meta.save(path)
-    loaded = keras.saving.load_model(path)
-
+    x, y = _tasks(1)[0]
+    loaded = assert_keras_round_trip(
+        meta, tmp_path / f"{name}.keras", x, rtol=0
+    )
     assert type(loaded) is cls
     assert _method_config(loaded) == _method_config(meta)
-    assert [v.shape for v in loaded.weights] == [v.shape for v in meta.weights]
-    for saved, restored in zip(meta.weights, loaded.weights):
-        np.testing.assert_array_equal(_numpy(restored), _numpy(saved))
-    x, y = _tasks(1)[0]
-    np.testing.assert_array_equal(
-        _numpy(loaded.predict(x, verbose=0)), _numpy(meta.predict(x, verbose=0))
-    )
     # Resuming from the file continues exactly as the original would
     # (optimizer state, sharing history and every learned weight restored).
     meta.train_on_batch(x, y)
@@ -121,7 +111,8 @@ def test_round_trip_and_resumed_training(name, tmp_path):
 
 def test_sharing_history_is_saved(tmp_path):
     meta = kerameta.MAML(
-        _net(), gradient_sharing=kerameta.GradientSharing(history_decay=0.5)
+        mlp(functional=True),
+        gradient_sharing=kerameta.GradientSharing(history_decay=0.5),
     )
     meta.compile(optimizer="adam", loss="mse")
     meta.fit(_tasks(0), epochs=1, verbose=0)
@@ -134,7 +125,7 @@ def test_sharing_history_is_saved(tmp_path):
 
 
 def test_model_without_co_learner_saves_without_its_weights(tmp_path):
-    meta = kerameta.MAML(_net(), co_learner=_co_learner())
+    meta = kerameta.MAML(mlp(functional=True), co_learner=_co_learner())
     meta.compile(optimizer="adam", loss="mse", metrics=["mae"])
     meta.fit(_tasks(0), epochs=1, verbose=0)
     plain = meta.without_co_learner()

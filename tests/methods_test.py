@@ -9,11 +9,12 @@ criterion is the norm-relative error of `meta_gradient_test.py`.
 """
 
 import functools
-import warnings
 
 import keras
 import numpy as np
 import pytest
+from helpers import mlp
+from helpers import to_numpy as _numpy
 from keras import ops
 from reference import numpy_maml as nm
 from reference import numpy_methods as mm
@@ -55,29 +56,12 @@ def _case(seed=0, num_tasks=3, shots=5):
     return params, tasks
 
 
-def _net():
-    return keras.Sequential(
-        [
-            keras.Input((SIZES[0],)),
-            keras.layers.Dense(SIZES[1], activation="tanh", name="hidden1"),
-            keras.layers.Dense(SIZES[2], activation="tanh", name="hidden2"),
-            keras.layers.Dense(SIZES[3], name="head"),
-        ]
-    )
-
-
 def _batch(tasks):
     def stack(key):
         return np.stack([t[key] for t in tasks]).astype(np.float32)
 
     x = {k: stack(k) for k in ("support_x", "support_y", "query_x")}
     return x, stack("query_y")
-
-
-def _numpy(tensor):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return np.array(ops.convert_to_numpy(tensor), np.float64)
 
 
 def _assign(variables, values):
@@ -93,7 +77,7 @@ def _meta_model(
     lr=LR,
     **kwargs,
 ):
-    model = _net()
+    model = mlp(SIZES)
     _assign(model.trainable_variables, params)
     meta = cls(
         model,
