@@ -79,7 +79,18 @@ CASES = {
         "cls": kerameta.Reptile,
         "gradient_sharing": "gradient_sharing",
     },
-    ("all", "everything"): lambda: {
+    ("combination", "anil_meta_sgd"): lambda: {
+        "inner_optimizer": "meta_sgd",
+        "adapted_layers": ["head"],
+        "adapt_batch_normalization": False,
+    },
+    ("combination", "reptile_everything"): lambda: {
+        "cls": kerameta.Reptile,
+        "gradient_sharing": kerameta.GradientSharing(concurrent_initial=0.5),
+        "task_weighting": "gradient_agreement",
+        "co_learner": _co_learner(),
+    },
+    ("combination", "everything"): lambda: {
         "inner_optimizer": kerameta.MetaSGD(
             initializer=keras.initializers.RandomUniform(0.005, 0.1)
         ),
@@ -184,3 +195,35 @@ def test_the_docs_list_exactly_the_refused_combinations():
         "docs/methods/index.md is out of date: paste "
         "`composition.markdown_table()` between its composition-table marks."
     )
+
+
+def test_sharing_history_is_saved(tmp_path):
+    meta = kerameta.MAML(
+        _net(),
+        gradient_sharing=kerameta.GradientSharing(history_decay=0.5),
+    )
+    meta.compile(optimizer="adam", loss="mse")
+    meta.fit(_tasks(0), epochs=1, verbose=0)
+    history = [_numpy(v) for v in meta.gradient_sharing.history]
+    assert all(np.any(h != 0) for h in history)
+    meta.save(tmp_path / "sharing.keras")
+    loaded = keras.saving.load_model(tmp_path / "sharing.keras")
+    for saved, restored in zip(history, loaded.gradient_sharing.history):
+        np.testing.assert_array_equal(_numpy(restored), saved)
+
+
+def test_model_without_co_learner_saves_without_its_weights(tmp_path):
+    meta = kerameta.MAML(_net(), co_learner=_co_learner())
+    meta.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    meta.fit(_tasks(0), epochs=1, verbose=0)
+    plain = meta.without_co_learner()
+    plain.save(tmp_path / "plain.keras")
+    loaded = keras.saving.load_model(tmp_path / "plain.keras")
+    assert loaded.co_learner is None
+    assert len(loaded.weights) == len(meta.model.weights)
+    x, y = _tasks(1)[0]
+    np.testing.assert_array_equal(
+        _numpy(loaded.predict(x, verbose=0)), _numpy(meta.predict(x, verbose=0))
+    )
+    logs = loaded.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(logs) == {"loss", "mae"}
