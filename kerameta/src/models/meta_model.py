@@ -14,6 +14,7 @@ from kerameta.src import backend as seam
 from kerameta.src import meta_gradients as meta_gradients_lib
 from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
+from kerameta.src.engine.task_count import StaticTaskCount
 from kerameta.src.episodes import Episode
 from kerameta.src.episodes import validate_episode
 from kerameta.src.meta_gradients.meta_gradient import InnerLoop
@@ -175,7 +176,7 @@ class Adaptation:
     logs: dict[str, Tensor] = field(default_factory=dict)
 
 
-class MetaModel(seam.MetaTrainer, keras.Model):
+class MetaModel(StaticTaskCount, seam.MetaTrainer, keras.Model):
     """The gradient-based meta-learning engine behind `kerameta.MAML`.
 
     Use `kerameta.MAML`; this base class holds the train, test and predict
