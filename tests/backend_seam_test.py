@@ -26,6 +26,7 @@ import textwrap
 import tomllib
 
 import keras
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "kerameta"
@@ -391,3 +392,22 @@ def test_seam_imports_only_leaf_helpers():
                 f"{path.relative_to(REPO)}:{line} imports {module}; the seam "
                 f"may import only {sorted(GROUND_FLOOR)} from kerameta."
             )
+
+
+def test_jax_cpu_kernels_switch(monkeypatch):
+    if BACKEND != "jax":
+        pytest.skip("JAX's loop-friendly kernels")
+    from keras.src.backend.jax import nn as jax_nn
+
+    from kerameta.src.backend import jax_cpu_kernels
+
+    original = jax_nn.conv
+    for value, swapped in (("1", True), ("0", False)):
+        monkeypatch.setenv("KERAMETA_JAX_CPU_KERNELS", value)
+        with jax_cpu_kernels.loop_friendly_ops():
+            assert (jax_nn.conv is not original) == swapped
+        assert jax_nn.conv is original
+    monkeypatch.setenv("KERAMETA_JAX_CPU_KERNELS", "yes")
+    with pytest.raises(ValueError, match="KERAMETA_JAX_CPU_KERNELS"):
+        with jax_cpu_kernels.loop_friendly_ops():
+            pass
