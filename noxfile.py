@@ -68,8 +68,7 @@ def tests_oldest_keras(session: nox.Session) -> None:
 
     Proves the floor of `dependencies` in pyproject.toml. The full suite
     takes over 8 minutes on JAX, so this runs `OLDEST_KERAS_TESTS` (or the
-    posargs; about 6 minutes on 2 busy cores), stopping at the first
-    failure.
+    posargs), 180 of its 442 tests, stopping at the first failure.
     """
     _install_backend(session, "jax", "test")
     session.install(OLDEST_KERAS)
