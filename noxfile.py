@@ -10,7 +10,7 @@ import sys
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "docs"]
+nox.options.sessions = ["lint", "tests", "tests_oldest_keras", "docs"]
 # Local runs only: CI starts from a clean clone, so it builds every one.
 nox.options.reuse_existing_virtualenvs = True
 # uv creates the environments and installs into them several times faster
@@ -81,6 +81,38 @@ def tests(session: nox.Session, backend: str) -> None:
     extras = "test,datasets" if backend == "tensorflow" else "test"
     _install_backend(session, backend, extras)
     session.run("pytest", *session.posargs, env=_env(backend))
+
+
+OLDEST_KERAS = "keras==3.14.0"  # the floor in pyproject.toml's dependencies
+# What a Keras release can change under kerameta: its private internals
+# (compat_test), how errors surface (errors_test), the reference
+# meta-gradients, fit, and saving with every component (the battery).
+OLDEST_KERAS_TESTS = [
+    "tests/compat_test.py",
+    "tests/errors_test.py",
+    "tests/meta_gradient_test.py",
+    "tests/fit_test.py",
+    "tests/saving_test.py",
+    "tests/components_test.py",
+]
+
+
+@nox.session(python="3.11")
+def tests_oldest_keras(session: nox.Session) -> None:
+    """Runs tests on JAX with the oldest Keras kerameta supports.
+
+    Proves the floor of `dependencies` in pyproject.toml. The full suite
+    takes over 8 minutes on JAX, so this runs `OLDEST_KERAS_TESTS` (or the
+    posargs), about 200 of its tests, stopping at the first failure.
+    """
+    _install_backend(session, "jax", "test")
+    session.install(OLDEST_KERAS)
+    tests = session.posargs or OLDEST_KERAS_TESTS
+    # The committed `.keras` fixture was written by Keras 3.15 (its
+    # initializer configs gained keys that older Keras rejects): Keras
+    # reads files from older releases, not from newer ones.
+    fixture = "tests/saving_test.py::test_loads_a_file_saved_under_jax"
+    session.run("pytest", "-x", *tests, "--deselect", fixture, env=_env("jax"))
 
 
 @nox.session(python="3.11")

@@ -26,6 +26,7 @@ import textwrap
 import tomllib
 
 import keras
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "kerameta"
@@ -354,3 +355,59 @@ def test_import_isolation(tmp_path):
     assert result["attempts_from_kerameta"] == [], result["attempts"]
     new = sorted(set(result["at_end"]) - set(result["after_keras"]))
     assert new == [], f"imported by kerameta on {BACKEND}: {new}"
+
+
+# ----------------------------------------------------------------------
+# (d) the seam stays small and on the ground floor
+# ----------------------------------------------------------------------
+SEAM_FILES = ("__init__.py", "jax.py", "tensorflow.py", "torch.py")
+# Leaf helpers the seam may import; `jax_cpu_kernels` is seam-internal.
+GROUND_FLOOR = {
+    "kerameta.src.checks",
+    "kerameta.src.types",
+    "kerameta.src.compat",
+}
+
+
+def test_seam_is_small():
+    files = [*SEAM_FILES, "task_loop.py"]
+    lines = {
+        name: len((SEAM / name).read_text("utf-8").splitlines())
+        for name in files
+    }
+    assert sum(lines.values()) < 600, (
+        f"The backend seam should stay under 600 lines; it has {lines}."
+    )
+
+
+def test_seam_imports_only_leaf_helpers():
+    for path in sorted(SEAM.glob("*.py")):
+        for line, module in _imported_modules(path.read_text("utf-8")):
+            if module in ("kerameta", "kerameta.src") or not (
+                module.startswith("kerameta.")
+            ):
+                continue
+            within = module.startswith("kerameta.src.backend")
+            assert within or module in GROUND_FLOOR, (
+                f"{path.relative_to(REPO)}:{line} imports {module}; the seam "
+                f"may import only {sorted(GROUND_FLOOR)} from kerameta."
+            )
+
+
+def test_jax_cpu_kernels_switch(monkeypatch):
+    if BACKEND != "jax":
+        pytest.skip("JAX's loop-friendly kernels")
+    from keras.src.backend.jax import nn as jax_nn
+
+    from kerameta.src.backend import jax_cpu_kernels
+
+    original = jax_nn.conv
+    for value, swapped in (("1", True), ("0", False)):
+        monkeypatch.setenv("KERAMETA_JAX_CPU_KERNELS", value)
+        with jax_cpu_kernels.loop_friendly_ops():
+            assert (jax_nn.conv is not original) == swapped
+        assert jax_nn.conv is original
+    monkeypatch.setenv("KERAMETA_JAX_CPU_KERNELS", "yes")
+    with pytest.raises(ValueError, match="KERAMETA_JAX_CPU_KERNELS"):
+        with jax_cpu_kernels.loop_friendly_ops():
+            pass

@@ -1,57 +1,59 @@
 """The backend seam: the only package of kerameta that imports a framework.
 
-`keras.config.backend()` is read once, at import time, and the matching
-module's names are re-exported, the way Keras picks its `Trainer`. Every
-other module of kerameta is written with `keras.ops`, `stateless_call` and
-`StatelessScope`, and reaches JAX, TensorFlow or PyTorch only through the
-names below:
+`keras.config.backend()` is read once and the matching module's names are
+re-exported, the way Keras picks its `Trainer`:
 
-- `value_and_grad(fn, has_aux=False)`: the outer (meta) gradient of
-  `fn(params, *args)` with respect to the list `params`.
-- `per_task_value_and_grad(fn, create_graph, vectorize)`: the inner-loop
-  gradient, one per task: `fn(task_params, shared, *task_args)` is a scalar
-  loss of one task; `task_params` and `task_args` carry a leading task axis.
-- `per_task_map(fn, vectorize)`: the same without gradients (query forward).
-- `per_task_hvp(fn, vectorize)`: each task's Hessian-vector products,
-  `hvp(task_params, shared, vectors, *task_args) -> products` (constants:
-  the implicit meta-gradient's conjugate-gradient solve).
-- `vjp(fn, primals, cotangents)`: the vector-Jacobian product of
-  `fn(primals) -> outputs` (lists of tensors) with `cotangents` (one per
-  output): a list like `primals`, zeros where an input does not reach
-  the outputs. It builds the graph of `fn` and drops it on return.
-- `custom_gradient(forward, backward)`: a function `f(inputs, constants)
-  -> (outputs, aux)` with a hand-written gradient (all are lists of
-  tensors). `forward(inputs, constants) -> (outputs, aux, residuals)`
-  runs without a graph; `backward(residuals, constants, cotangents)`
-  returns the cotangents of `inputs` from those of `outputs`, and may
-  differentiate (`vjp`) inside. `constants` (data, integer labels) get no
-  gradient and `aux` is not differentiable. Everything the two functions
-  read that depends on traced values must come in through `inputs` or
-  `constants` (JAX traces them separately).
-- `enable_grad()` / `no_grad()`: context managers (PyTorch only; no-ops
-  elsewhere).
-- `second_order_safe()`: a context manager under which Keras ops used by
-  adaptation have exact second derivatives (TensorFlow's batch moments).
-- `MetaTrainer`: the mixin that turns the backend-neutral meta-step body of
-  `MetaModel` into Keras's `train_step` / `test_step` / `predict_step`.
+- `value_and_grad(fn, has_aux=False)`: gradient of `fn(params, *args)`.
+- `per_task_value_and_grad(fn, create_graph, vectorize)`, `per_task_map`,
+  `per_task_hvp`: map `fn(task_params, shared, *task_args)` (a task's
+  loss) over the task axis, for value and gradient, outputs, or
+  Hessian-vector products `(task_params, shared, vectors, *task_args)`.
+- `vjp(fn, primals, cotangents)`, `custom_gradient(forward, backward)`:
+  `forward(inputs, constants) -> (outputs, aux, residuals)`,
+  `backward(residuals, constants, cotangents) -> input cotangents`.
+- `enable_grad`, `no_grad`, `second_order_safe` (exact second derivatives
+  of batch moments), `with_static_task_axis`: no-ops where not needed.
+- `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
 """
+
+import contextlib
 
 import keras
 
-_BACKEND = keras.config.backend()
+BACKEND = keras.config.backend()
 
-if _BACKEND == "jax":
+# Defaults; the backend module imported below overrides what it needs.
+enable_grad = no_grad = second_order_safe = contextlib.nullcontext
+
+
+def with_static_task_axis(tensors, num_tasks):
+    return tensors  # shapes are concrete outside TensorFlow
+
+
+class MetaTrainer:
+    """Runs the meta-step body (TF: inside Keras's `tf.function`)."""
+
+    def train_step(self, data):
+        return self._meta_train_step(data)
+
+    def test_step(self, data):
+        with enable_grad():  # the backend's, looked up when called
+            return self._meta_test_step(data)
+
+    def predict_step(self, data):
+        with enable_grad():
+            return self._meta_predict_step(data)
+
+
+if BACKEND == "jax":
     from kerameta.src.backend.jax import *  # noqa: F403
-elif _BACKEND == "tensorflow":
+elif BACKEND == "tensorflow":
     from kerameta.src.backend.tensorflow import *  # noqa: F403
-elif _BACKEND == "torch":
+elif BACKEND == "torch":
     from kerameta.src.backend.torch import *  # noqa: F403
 else:
     raise ValueError(
         "kerameta supports the Keras backends 'jax', 'tensorflow' and "
-        f"'torch'. Received: KERAS_BACKEND={_BACKEND!r}. Set the "
-        "environment variable KERAS_BACKEND to one of them before "
-        "importing keras."
+        f"'torch'. Received: KERAS_BACKEND={BACKEND!r}. Set the environment "
+        "variable KERAS_BACKEND to one of them before importing keras."
     )
-
-BACKEND = _BACKEND

@@ -1,15 +1,16 @@
 """TensorFlow side of the seam: nested `GradientTape`s, one task at a time."""
 
-import contextlib
+import functools
 
-import keras
 import tensorflow as tf
 
-from kerameta.src.episodes import validate_episode
+from kerameta.src import compat
+from kerameta.src.backend import task_loop
 
-REMAT_OF_GRADIENTS = False
 
-_ZERO = tf.UnconnectedGradients.ZERO
+def _gradient(tape, target, sources, **kwargs):
+    zero = tf.UnconnectedGradients.ZERO
+    return tape.gradient(target, sources, unconnected_gradients=zero, **kwargs)
 
 
 def value_and_grad(fn, has_aux=False):
@@ -19,28 +20,20 @@ def value_and_grad(fn, has_aux=False):
             tape.watch(params)
             outputs = fn(params, *args)
             loss = outputs[0] if has_aux else outputs
-        grads = tape.gradient(loss, params, unconnected_gradients=_ZERO)
-        return outputs, grads
+        return outputs, _gradient(tape, loss, params)
 
     return wrapped
 
 
 def vjp(fn, primals, cotangents):
     cotangents = list(cotangents)
-    # In a graph, `fn` would run as soon as `primals` exist (possibly long
-    # before the cotangents, keeping its activations alive meanwhile):
-    # recompute it only once the cotangents are known.
+    # In a graph, `fn` waits for the cotangents (else activations linger).
     with tf.control_dependencies([c for c in cotangents if c is not None]):
         primals = [tf.identity(p) for p in primals]
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(primals)
         outputs = fn(primals)
-    return tape.gradient(
-        outputs,
-        primals,
-        output_gradients=cotangents,
-        unconnected_gradients=_ZERO,
-    )
+    return _gradient(tape, outputs, primals, output_gradients=cotangents)
 
 
 def custom_gradient(forward, backward):
@@ -76,9 +69,8 @@ def custom_gradient(forward, backward):
 
 def _num_tasks(task_params, task_args):
     for tensor in list(task_args) + list(task_params):
-        num_tasks = tensor.shape[0]
-        if num_tasks is not None:
-            return int(num_tasks)
+        if tensor.shape[0] is not None:
+            return int(tensor.shape[0])
     raise ValueError(
         "On the TensorFlow backend kerameta loops over the tasks of a batch, "
         "so the number of tasks per batch must be known when the step is "
@@ -90,12 +82,12 @@ def _num_tasks(task_params, task_args):
     )
 
 
-def _unstack(tensors, num_tasks):
-    return [tf.unstack(t, num=num_tasks) for t in tensors]
-
-
-def _stack(per_task):
-    return tf.nest.map_structure(lambda *xs: tf.stack(xs), *per_task)
+_looped = functools.partial(
+    task_loop.looped,
+    num_tasks=_num_tasks,
+    unstack=lambda tensor, num: tf.unstack(tensor, num=num),
+    stack=tf.stack,
+)
 
 
 def per_task_value_and_grad(fn, create_graph=True, vectorize=False):
@@ -106,74 +98,42 @@ def per_task_value_and_grad(fn, create_graph=True, vectorize=False):
             "than a loop under XLA. Use `vectorize_tasks='auto'` or `False`."
         )
 
-    def wrapped(task_params, shared, *task_args):
-        num_tasks = _num_tasks(task_params, task_args)
-        params = _unstack(task_params, num_tasks)
-        args = _unstack(task_args, num_tasks)
-        results = []
-        for t in range(num_tasks):
-            params_t = [p[t] for p in params]
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(params_t)
-                loss = fn(params_t, shared, *[a[t] for a in args])
-            grads = tape.gradient(loss, params_t, unconnected_gradients=_ZERO)
-            if not create_graph:
-                grads = [tf.stop_gradient(g) for g in grads]
-            results.append((loss, grads))
-        return _stack(results)
+    def task_grad(params, shared, *args):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(params)
+            loss = fn(params, shared, *args)
+        grads = _gradient(tape, loss, params)
+        if not create_graph:
+            grads = [tf.stop_gradient(g) for g in grads]
+        return loss, grads
 
-    return wrapped
+    return _looped(task_grad)
 
 
 def per_task_map(fn, vectorize=False):
-    def wrapped(task_params, shared, *task_args):
-        num_tasks = _num_tasks(task_params, task_args)
-        params = _unstack(task_params, num_tasks)
-        args = _unstack(task_args, num_tasks)
-        return _stack(
-            [
-                fn([p[t] for p in params], shared, *[a[t] for a in args])
-                for t in range(num_tasks)
-            ]
-        )
-
-    return wrapped
+    return _looped(fn)
 
 
 def per_task_hvp(fn, vectorize=False):
-    """Hessian-vector products of each task's loss, as constants."""
-    del vectorize  # one task at a time, as `per_task_value_and_grad`
-
-    def wrapped(task_params, shared, vectors, *task_args):
-        num_tasks = _num_tasks(task_params, task_args)
-        params = _unstack([tf.stop_gradient(p) for p in task_params], num_tasks)
-        vectors = _unstack([tf.stop_gradient(v) for v in vectors], num_tasks)
-        args = _unstack(task_args, num_tasks)
-        results = []
-        for t in range(num_tasks):
-            params_t = [p[t] for p in params]
-            with tf.GradientTape(watch_accessed_variables=False) as outer:
-                outer.watch(params_t)
-                with tf.GradientTape(watch_accessed_variables=False) as inner:
-                    inner.watch(params_t)
-                    loss = fn(params_t, shared, *[a[t] for a in args])
-                grads = inner.gradient(
-                    loss, params_t, unconnected_gradients=_ZERO
-                )
-                directional = tf.add_n(
-                    [tf.reduce_sum(g * v[t]) for g, v in zip(grads, vectors)]
-                )
-            products = outer.gradient(
-                directional, params_t, unconnected_gradients=_ZERO
+    def task_hvp(params_and_vectors, shared, *args):
+        both = [tf.stop_gradient(x) for x in params_and_vectors]
+        params, vectors = both[: len(both) // 2], both[len(both) // 2 :]
+        with tf.GradientTape(watch_accessed_variables=False) as outer:
+            outer.watch(params)
+            with tf.GradientTape(watch_accessed_variables=False) as inner:
+                inner.watch(params)
+                loss = fn(params, shared, *args)
+            grads = _gradient(inner, loss, params)
+            directional = tf.add_n(
+                [tf.reduce_sum(g * v) for g, v in zip(grads, vectors)]
             )
-            results.append([tf.stop_gradient(p) for p in products])
-        return [tf.stack(p) for p in zip(*results)]
+        products = _gradient(outer, directional, params)
+        return [tf.stop_gradient(p) for p in products]
 
-    return wrapped
-
-
-enable_grad = contextlib.nullcontext
-no_grad = contextlib.nullcontext
+    loop = _looped(task_hvp)
+    return lambda task_params, shared, vectors, *task_args: loop(
+        [*task_params, *vectors], shared, *task_args
+    )
 
 
 def _exact_moments(x, axes, keepdims):
@@ -187,67 +147,13 @@ def _exact_moments(x, axes, keepdims):
     return mean, variance
 
 
-@contextlib.contextmanager
 def second_order_safe():
-    """Exact second derivatives through Keras batch statistics on TF."""
-    from keras.src.backend.tensorflow import nn as keras_tf_nn
-
-    original = keras_tf_nn._compute_moments
-    keras_tf_nn._compute_moments = _exact_moments
-    try:
-        yield
-    finally:
-        keras_tf_nn._compute_moments = original
-
-
-def _tasks_per_batch(data, batch_size=None):
-    """The number of tasks per batch of `data`, if it can be known."""
-    import keras
-
-    if isinstance(data, keras.utils.PyDataset):
-        data = data[0]
-        if isinstance(data, (tuple, list)):
-            data = data[0]
-        return _tasks_per_batch(data)
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        spec = spec[0] if isinstance(spec, tuple) else spec
-        if isinstance(spec, dict) and "support_x" in spec:
-            return spec["support_x"].shape[0]
-        return None
-    if isinstance(data, (tuple, list)) and data:
-        return _tasks_per_batch(data[0], batch_size)
-    if isinstance(data, dict) and "support_x" in data:
-        num_tasks = tf.TensorShape(getattr(data["support_x"], "shape", None))[0]
-        if batch_size is None or num_tasks is None:
-            return num_tasks
-        if num_tasks <= batch_size:
-            return num_tasks
-        return batch_size if num_tasks % batch_size == 0 else None
-    return None
-
-
-def _validate_first_batch(data, require_query_y):
-    """Checks the first batch of a `PyDataset` with its concrete shapes.
-
-    The traced step sees the task axis as `None`, so there a task-count
-    mismatch would only fail in `tf.ensure_shape`, without a message.
-    """
-    if not isinstance(data, keras.utils.PyDataset):
-        return
-    batch = data[0]
-    batch = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
-    validate_episode(x, y, require_query_y=require_query_y)
+    """Exact second derivatives through Keras's batch moments."""
+    return compat.swap_tf_compute_moments(_exact_moments)
 
 
 def with_static_task_axis(tensors, num_tasks):
-    """Gives the task axis of `tensors` its static size on TensorFlow.
-
-    Keras's TF data adapters declare the batch (task) axis as `None`; the
-    task loop needs it static, so it is set from the data seen in `fit`,
-    `evaluate` or `predict`.
-    """
+    """Sets the task axis Keras's TF adapters leave `None` to `num_tasks`."""
     if num_tasks is None:
         return tensors
     return [
@@ -256,47 +162,3 @@ def with_static_task_axis(tensors, num_tasks):
         else t
         for t in tensors
     ]
-
-
-class MetaTrainer:
-    """Runs the shared meta-step body inside Keras's `tf.function`."""
-
-    def _remember_tasks_per_batch(self, mode, data, batch_size=None):
-        _validate_first_batch(data, require_query_y=mode != "predict")
-        hints = self.__dict__.setdefault("_static_tasks_per_batch", {})
-        num_tasks = _tasks_per_batch(data, batch_size)
-        if hints.get(mode) != num_tasks:
-            hints[mode] = num_tasks
-            # A traced step holds the old task count: trace again.
-            if mode == "train":
-                self.train_function = None
-            elif mode == "test":
-                self.test_function = None
-            else:
-                self.predict_function = None
-
-    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        self._remember_tasks_per_batch("train", x, batch_size)
-        validation_data = kwargs.get("validation_data")
-        if validation_data is not None:
-            self._remember_tasks_per_batch(
-                "test", validation_data, kwargs.get("validation_batch_size")
-            )
-        return super().fit(x, y, batch_size, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        self._remember_tasks_per_batch("test", x, batch_size)
-        return super().evaluate(x, y, batch_size, *args, **kwargs)
-
-    def predict(self, x, batch_size=None, *args, **kwargs):
-        self._remember_tasks_per_batch("predict", x, batch_size)
-        return super().predict(x, batch_size, *args, **kwargs)
-
-    def train_step(self, data):
-        return self._meta_train_step(data)
-
-    def test_step(self, data):
-        return self._meta_test_step(data)
-
-    def predict_step(self, data):
-        return self._meta_predict_step(data)

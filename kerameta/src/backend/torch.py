@@ -1,10 +1,11 @@
 """PyTorch side of the seam: `torch.func` in `torch.vmap`, or a task loop."""
 
-import contextlib
+import functools
 
+import keras
 import torch
 
-REMAT_OF_GRADIENTS = True
+from kerameta.src.backend import task_loop
 
 
 def _zeros_for_none(grads, params):
@@ -22,9 +23,10 @@ def value_and_grad(fn, has_aux=False):
             outputs = fn(leaves, *args)
             loss = outputs[0] if has_aux else outputs
             grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-        grads = _zeros_for_none(grads, leaves)
-        outputs = _detach(outputs)
-        return outputs, grads
+        outputs = keras.tree.map_structure(
+            lambda x: x.detach() if torch.is_tensor(x) else x, outputs
+        )
+        return outputs, _zeros_for_none(grads, leaves)
 
     return wrapped
 
@@ -42,14 +44,12 @@ def vjp(fn, primals, cotangents):
             if o.requires_grad and c is not None
         ]
         wanted = [leaf for leaf in leaves if leaf.requires_grad]
+        outputs, cotangents = zip(*pairs) if pairs and wanted else ((), ())
         grads = iter(
             torch.autograd.grad(
-                [o for o, _ in pairs],
-                wanted,
-                grad_outputs=[c for _, c in pairs],
-                allow_unused=True,
+                outputs, wanted, grad_outputs=cotangents, allow_unused=True
             )
-            if pairs and wanted
+            if outputs
             else [None] * len(wanted)
         )
     grads = [next(grads) if leaf.requires_grad else None for leaf in leaves]
@@ -62,8 +62,7 @@ class _CustomGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rule, num_inputs, *tensors):
         forward, backward, counts = rule
-        # Autograd runs this under `no_grad`; the inputs are detached so
-        # that nothing the forward computes joins the outer graph.
+        # Under autograd's `no_grad`; detached, nothing joins the graph.
         inputs = [t.detach() for t in tensors[:num_inputs]]
         constants = list(tensors[num_inputs:])
         outputs, aux, residuals = forward(inputs, constants)
@@ -98,76 +97,54 @@ def custom_gradient(forward, backward):
     return wrapped
 
 
-def _detach(structure):
-    if isinstance(structure, torch.Tensor):
-        return structure.detach()
-    if isinstance(structure, (list, tuple)):
-        return type(structure)(_detach(s) for s in structure)
-    if isinstance(structure, dict):
-        return {k: _detach(v) for k, v in structure.items()}
-    return structure
+_looped = functools.partial(
+    task_loop.looped,
+    num_tasks=lambda task_params, task_args: task_params[0].shape[0],
+    unstack=lambda tensor, num: [tensor[t] for t in range(num)],
+    stack=torch.stack,
+)
 
 
-def _stack(per_task):
-    first = per_task[0]
-    if isinstance(first, torch.Tensor):
-        return torch.stack(per_task)
-    return type(first)(_stack(list(items)) for items in zip(*per_task))
+def _over_tasks(fn, vectorize, num_task_args):
+    if not vectorize:
+        return _looped(fn)
+    return torch.vmap(fn, in_dims=(0, None) + (0,) * num_task_args)
 
 
 def per_task_value_and_grad(fn, create_graph=True, vectorize=True):
-    def vectorized(task_params, shared, *task_args):
+    def task_grad(params, shared, *args):  # one task, in the loop
+        if not create_graph or not all(p.requires_grad for p in params):
+            params = [p.detach().requires_grad_(True) for p in params]
+        loss = fn(params, shared, *args)
+        grads = torch.autograd.grad(
+            loss, params, create_graph=create_graph, allow_unused=True
+        )
+        return loss, _zeros_for_none(grads, params)
+
+    def wrapped(task_params, shared, *task_args):
+        if not vectorize:
+            with torch.enable_grad():
+                return _looped(task_grad)(task_params, shared, *task_args)
         if not create_graph:
             task_params = [p.detach() for p in task_params]
-        in_dims = (0, None) + (0,) * len(task_args)
+        grad_fn = torch.func.grad_and_value(fn)
         with torch.enable_grad():
-            grads, values = torch.vmap(
-                torch.func.grad_and_value(fn), in_dims=in_dims
-            )(task_params, shared, *task_args)
+            grads, values = _over_tasks(grad_fn, True, len(task_args))(
+                task_params, shared, *task_args
+            )
         if not create_graph:
             grads = [g.detach() for g in grads]
         return values, list(grads)
 
-    def looped(task_params, shared, *task_args):
-        results = []
-        with torch.enable_grad():
-            for t in range(task_params[0].shape[0]):
-                params_t = [p[t] for p in task_params]
-                if not create_graph or not all(
-                    p.requires_grad for p in params_t
-                ):
-                    params_t = [
-                        p.detach().requires_grad_(True) for p in params_t
-                    ]
-                loss = fn(params_t, shared, *[a[t] for a in task_args])
-                grads = torch.autograd.grad(
-                    loss, params_t, create_graph=create_graph, allow_unused=True
-                )
-                results.append((loss, _zeros_for_none(grads, params_t)))
-        values, grads = _stack(results)
-        return values, list(grads)
-
-    return vectorized if vectorize else looped
+    return wrapped
 
 
 def per_task_map(fn, vectorize=True):
-    def vectorized(task_params, shared, *task_args):
-        in_dims = (0, None) + (0,) * len(task_args)
-        return torch.vmap(fn, in_dims=in_dims)(task_params, shared, *task_args)
+    def wrapped(task_params, shared, *task_args):
+        mapped = _over_tasks(fn, vectorize, len(task_args))
+        return mapped(task_params, shared, *task_args)
 
-    def looped(task_params, shared, *task_args):
-        return _stack(
-            [
-                fn(
-                    [p[t] for p in task_params],
-                    shared,
-                    *[a[t] for a in task_args],
-                )
-                for t in range(task_params[0].shape[0])
-            ]
-        )
-
-    return vectorized if vectorize else looped
+    return wrapped
 
 
 def _dot(tensors, vectors):
@@ -175,73 +152,46 @@ def _dot(tensors, vectors):
 
 
 def per_task_hvp(fn, vectorize=True):
-    """Hessian-vector products of each task's loss, as constants."""
+    def vectorized_hvp(params, shared, vectors, *args):
+        def directional(p):
+            return _dot(torch.func.grad(fn)(p, shared, *args), vectors)
 
-    def vectorized(task_params, shared, vectors, *task_args):
-        task_params = [p.detach() for p in task_params]
+        return torch.func.grad(directional)(params)
+
+    def looped_hvp(params_and_vectors, shared, *args):
+        half = len(params_and_vectors) // 2
+        params = [
+            p.detach().requires_grad_(True) for p in params_and_vectors[:half]
+        ]
+        loss = fn(params, shared, *args)
+        grads = torch.autograd.grad(
+            loss, params, create_graph=True, allow_unused=True
+        )
+        directional = _dot(
+            _zeros_for_none(grads, params), params_and_vectors[half:]
+        )
+        products = (
+            torch.autograd.grad(directional, params, allow_unused=True)
+            if directional.requires_grad
+            else [None] * len(params)
+        )
+        return _zeros_for_none(products, params)
+
+    def wrapped(task_params, shared, vectors, *task_args):
+        params = [p.detach() for p in task_params]
         vectors = [v.detach() for v in vectors]
-
-        def task_hvp(params, shared, vectors, *args):
-            def directional(p):
-                return _dot(torch.func.grad(fn)(p, shared, *args), vectors)
-
-            return torch.func.grad(directional)(params)
-
-        in_dims = (0, None, 0) + (0,) * len(task_args)
         with torch.enable_grad():
-            products = torch.vmap(task_hvp, in_dims=in_dims)(
-                task_params, shared, vectors, *task_args
-            )
+            if vectorize:
+                mapped = _over_tasks(vectorized_hvp, True, len(task_args) + 1)
+                products = mapped(params, shared, vectors, *task_args)
+            else:
+                products = _looped(looped_hvp)(
+                    [*params, *vectors], shared, *task_args
+                )
         return [p.detach() for p in products]
 
-    def looped(task_params, shared, vectors, *task_args):
-        results = []
-        with torch.enable_grad():
-            for t in range(task_params[0].shape[0]):
-                params_t = [
-                    p[t].detach().requires_grad_(True) for p in task_params
-                ]
-                loss = fn(params_t, shared, *[a[t] for a in task_args])
-                grads = torch.autograd.grad(
-                    loss, params_t, create_graph=True, allow_unused=True
-                )
-                grads = _zeros_for_none(grads, params_t)
-                directional = _dot(grads, [v[t].detach() for v in vectors])
-                products = (
-                    torch.autograd.grad(
-                        directional, params_t, allow_unused=True
-                    )
-                    if directional.requires_grad
-                    else [None] * len(params_t)
-                )
-                results.append(
-                    [p.detach() for p in _zeros_for_none(products, params_t)]
-                )
-        return [torch.stack(list(p)) for p in zip(*results)]
-
-    return vectorized if vectorize else looped
+    return wrapped
 
 
 enable_grad = torch.enable_grad
 no_grad = torch.no_grad
-second_order_safe = contextlib.nullcontext
-
-
-def with_static_task_axis(tensors, num_tasks):
-    del num_tasks  # shapes are always concrete here
-    return tensors
-
-
-class MetaTrainer:
-    """Runs the shared meta-step body eagerly; adaptation needs autograd."""
-
-    def train_step(self, data):
-        return self._meta_train_step(data)
-
-    def test_step(self, data):
-        with torch.enable_grad():
-            return self._meta_test_step(data)
-
-    def predict_step(self, data):
-        with torch.enable_grad():
-            return self._meta_predict_step(data)

@@ -29,13 +29,14 @@ from kerameta.src.engine.callbacks import SetTaskEpoch
 from kerameta.src.engine.callbacks import with_guard
 from kerameta.src.engine.parameters import resolve_adapted_mask
 from kerameta.src.engine.steps import MetaSteps
+from kerameta.src.engine.task_count import StaticTaskCount
 from kerameta.src.engine.vectorization import resolve_vectorize_tasks
 from kerameta.src.episodes import validate_episode
 from kerameta.src.models.components import build_components
 from kerameta.src.models.components import check_model
 
 
-class MetaModel(seam.MetaTrainer, MetaSteps, keras.Model):
+class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
     """The gradient-based meta-learning engine behind `kerameta.MAML`.
 
     Use `kerameta.MAML` or `kerameta.Reptile`; this base class takes the

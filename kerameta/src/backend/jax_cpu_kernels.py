@@ -1,0 +1,266 @@
+"""Loop-friendly JAX convolution and max-pool, swapped in for the task loop.
+
+XLA:CPU runs a convolution with a fast library kernel (YNNPACK or Eigen in
+jax 0.10) only when its dimension numbers are canonical (NHWC input, HWIO
+kernel, NHWC output). In the entry computation it rewrites the others (the
+kernel- and input-gradient convolutions that autodiff emits) into canonical
+form, but not inside a `while` body such as `lax.map`'s, where they fall
+back to a naive loop nest: measured 25-30x slower, which made the Conv-4
+meta-step take over a minute. While the JAX seam traces a looped task body
+(`vectorize_tasks=False` or `'auto'`), `loop_friendly_ops()` replaces
+Keras's JAX `conv` by `_loop_conv` (a `_canonical_conv` whose derivatives
+of every order are themselves canonical convolutions, plus transposes and
+flips of the operands: the same sums, accumulated in another order) and
+`max_pool` by `_loop_max_pool` (see there).
+
+The swap happens at trace time, through `kerameta.src.compat.swap_jax_nn_ops`.
+Set the environment variable `KERAMETA_JAX_CPU_KERNELS=0` to trace with
+Keras's own kernels instead (e.g. to compare the two on a GPU); it is read
+each time a task loop is traced. `1` (the default) swaps them in.
+"""
+
+import contextlib
+import functools
+import itertools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import keras
+
+from kerameta.src import compat
+
+ENV_VAR = "KERAMETA_JAX_CPU_KERNELS"
+
+
+def enabled():
+    """Whether `loop_friendly_ops` swaps the kernels in (see module doc)."""
+    value = os.environ.get(ENV_VAR, "1").strip().lower()
+    if value not in ("0", "1", "false", "true"):
+        raise ValueError(
+            f"The environment variable {ENV_VAR} must be '1' (swap in "
+            "kerameta's loop-friendly JAX convolution and max-pool, the "
+            "default) or '0' (use Keras's own). "
+            f"Received: {ENV_VAR}={os.environ[ENV_VAR]!r}"
+        )
+    return value in ("1", "true")
+
+
+def _spec(num_spatial):
+    spatial = "DHW"[3 - num_spatial :]
+    return ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+
+
+def _conv_nd(x, k, pads):
+    return jax.lax.conv_general_dilated(
+        x,
+        k,
+        (1,) * len(pads),
+        pads,
+        dimension_numbers=_spec(len(pads)),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _canonical_conv(x, k, pads):
+    """Stride-1 channels_last convolution with canonical derivatives."""
+    return _conv_nd(x, k, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _kernel_grad(x, dy, pads):
+    """The gradient of `_canonical_conv(x, k, pads)` w.r.t. `k` given `dy`.
+
+    A canonical convolution too: the input's batch and channel axes trade
+    places and `dy` is the (large) window.
+    """
+    n = x.ndim
+    batch_last = (n - 1, *range(1, n - 1), 0)
+    window = (*range(1, n - 1), 0, n - 1)
+    dk = _conv_nd(jnp.transpose(x, batch_last), jnp.transpose(dy, window), pads)
+    return jnp.transpose(dk, (*range(1, n - 1), 0, n - 1))
+
+
+def _input_grad(dy, k, pads):
+    """The gradient of `_canonical_conv(x, k, pads)` w.r.t. `x` given `dy`."""
+    n = dy.ndim
+    spatial = tuple(range(n - 2))
+    flipped = jnp.flip(k, spatial)
+    flipped = jnp.transpose(flipped, (*spatial, n - 1, n - 2))
+    full = [
+        (size - 1 - lo, size - 1 - hi)
+        for size, (lo, hi) in zip(k.shape[:-2], pads)
+    ]
+    if min(min(p) for p in full) < 0:
+        dy = jax.lax.pad(
+            dy,
+            jnp.zeros((), dy.dtype),
+            [(0, 0, 0), *[(lo, hi, 0) for lo, hi in full], (0, 0, 0)],
+        )
+        full = [(0, 0)] * len(full)
+    return _canonical_conv(dy, flipped, tuple(full))
+
+
+def _canonical_conv_fwd(x, k, pads):
+    return _canonical_conv(x, k, pads), (x, k)
+
+
+def _canonical_conv_bwd(pads, residuals, dy):
+    x, k = residuals
+    return _input_grad(dy, k, pads), _kernel_grad(x, dy, pads)
+
+
+def _kernel_grad_fwd(x, dy, pads):
+    return _kernel_grad(x, dy, pads), (x, dy)
+
+
+def _kernel_grad_bwd(pads, residuals, g):
+    x, dy = residuals
+    return _input_grad(dy, g, pads), _canonical_conv(x, g, pads)
+
+
+_canonical_conv.defvjp(_canonical_conv_fwd, _canonical_conv_bwd)
+_kernel_grad.defvjp(_kernel_grad_fwd, _kernel_grad_bwd)
+
+
+def _data_format(data_format):
+    """Keras's `standardize_data_format`; `None` if it would raise."""
+    if data_format is None:
+        data_format = keras.config.image_data_format()
+    data_format = str(data_format).lower()
+    if data_format in ("channels_last", "channels_first"):
+        return data_format
+    return None
+
+
+def _as_tuple(value, num_spatial):
+    if isinstance(value, int):
+        return (value,) * num_spatial
+    return tuple(value)
+
+
+def _loop_conv(
+    inputs,
+    kernel,
+    strides=1,
+    padding="valid",
+    data_format=None,
+    dilation_rate=1,
+):
+    """Keras's JAX `conv`, routed to `_canonical_conv` where it applies."""
+    original = _loop_conv.original
+    data_format = _data_format(data_format)
+    num_spatial = len(kernel.shape) - 2
+    channels_last = data_format == "channels_last"
+    channels = inputs.shape[-1 if channels_last else 1]
+    if (
+        not 1 <= num_spatial <= 3
+        or len(inputs.shape) != num_spatial + 2
+        or set(_as_tuple(strides, num_spatial)) != {1}
+        or set(_as_tuple(dilation_rate, num_spatial)) != {1}
+        or channels != kernel.shape[-2]
+        or str(padding).lower() not in ("valid", "same")
+        or data_format is None
+    ):
+        return original(
+            inputs, kernel, strides, padding, data_format, dilation_rate
+        )
+    kernel = keras.ops.convert_to_tensor(kernel)
+    inputs = keras.ops.convert_to_tensor(inputs, dtype=kernel.dtype)
+    if not channels_last:
+        inputs = jnp.moveaxis(inputs, 1, -1)
+    pads = tuple(
+        tuple(p)
+        for p in jax.lax.padtype_to_pads(
+            inputs.shape[1:-1],
+            kernel.shape[:-2],
+            (1,) * num_spatial,
+            str(padding).upper(),
+        )
+    )
+    outputs = _canonical_conv(inputs, kernel, pads)
+    if not channels_last:
+        outputs = jnp.moveaxis(outputs, -1, 1)
+    return outputs
+
+
+def _loop_max_pool(
+    inputs,
+    pool_size,
+    strides=None,
+    padding="valid",
+    data_format=None,
+):
+    """Keras's JAX `max_pool` without `reduce_window` for disjoint windows.
+
+    `reduce_window`'s derivatives (argmax indices, `select_and_scatter`)
+    cost about as much as the convolutions of a Conv-4 task. For windows
+    that tile the input (strides equal to the pool size, "valid"), the
+    input is reshaped so each window is a set of axes, and the output picks
+    the first maximal element of each window (row-major), which therefore
+    receives the whole gradient, as with `reduce_window`; measured about
+    15% faster per Conv-4 meta-step.
+    """
+    original = _loop_max_pool.original
+    num_spatial = len(inputs.shape) - 2
+    pool = _as_tuple(pool_size, num_spatial)
+    steps = pool if strides is None else _as_tuple(strides, num_spatial)
+    if (
+        num_spatial < 1
+        or str(padding).lower() != "valid"
+        or steps != pool
+        or len(pool) != num_spatial
+        or _data_format(data_format) is None
+    ):
+        return original(inputs, pool_size, strides, padding, data_format)
+    data_format = _data_format(data_format)
+    x = jnp.asarray(inputs)
+    if data_format != "channels_last":
+        x = jnp.moveaxis(x, 1, -1)
+    sizes = [size // q for size, q in zip(x.shape[1:-1], pool)]
+    if min(sizes) < 1:
+        return original(inputs, pool_size, strides, padding, data_format)
+    x = x[(slice(None), *[slice(0, o * q) for o, q in zip(sizes, pool)])]
+    x = jnp.reshape(
+        x,
+        (
+            x.shape[0],
+            *itertools.chain.from_iterable(zip(sizes, pool)),
+            x.shape[-1],
+        ),
+    )
+    window = tuple(range(2, 2 * num_spatial + 1, 2))
+    frozen = jax.lax.stop_gradient(x)
+    peak = jnp.max(frozen, axis=window, keepdims=True)
+    shape = [1] * x.ndim
+    for axis, q in zip(window, pool):
+        shape[axis] = q
+    position = jnp.arange(math.prod(pool), dtype="int32").reshape(shape)
+    count = math.prod(pool)
+    first = jnp.min(
+        jnp.where(frozen == peak, position, count), axis=window, keepdims=True
+    )
+    outputs = jnp.sum(jnp.where(position == first, x, 0), axis=window)
+    outputs = jnp.where(
+        jnp.squeeze(first, window) == count, jnp.squeeze(peak, window), outputs
+    )
+    if data_format != "channels_last":
+        outputs = jnp.moveaxis(outputs, -1, 1)
+    return outputs
+
+
+_LOOP_OPS = {"conv": _loop_conv, "max_pool": _loop_max_pool}
+
+
+@contextlib.contextmanager
+def loop_friendly_ops():
+    """Swaps in `_LOOP_OPS` while a task-loop body is traced (if enabled)."""
+    if not enabled():
+        yield
+        return
+    with compat.swap_jax_nn_ops(_LOOP_OPS) as originals:
+        for name, op in _LOOP_OPS.items():
+            if originals[name] is not op:  # else: nested, already swapped
+                op.original = originals[name]
+        yield

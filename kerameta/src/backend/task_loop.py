@@ -1,0 +1,33 @@
+"""The per-task Python loop of the TensorFlow and PyTorch seams.
+
+Framework-free: each backend passes `num_tasks(params, args)`,
+`unstack(tensor, num_tasks)` and `stack(list)`.
+"""
+
+
+def stack_tasks(per_task, stack):
+    """Stacks a list of like structures (lists, tuples, dicts of tensors)."""
+    first = per_task[0]
+    if isinstance(first, dict):
+        return {k: stack_tasks([s[k] for s in per_task], stack) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(
+            stack_tasks(list(items), stack) for items in zip(*per_task)
+        )
+    return stack(per_task)
+
+
+def looped(rule, num_tasks, unstack, stack):
+    """Maps `rule(params_t, shared, *args_t)` over the tasks, restacked."""
+
+    def wrapped(task_params, shared, *task_args):
+        count = num_tasks(task_params, task_args)
+        params = [unstack(p, count) for p in task_params]
+        args = [unstack(a, count) for a in task_args]
+        results = [
+            rule([p[t] for p in params], shared, *[a[t] for a in args])
+            for t in range(count)
+        ]
+        return stack_tasks(results, stack)
+
+    return wrapped

@@ -1,0 +1,88 @@
+"""`StaticTaskCount`: remembers the tasks per batch that `fit` will see.
+
+On TensorFlow, the seam loops over the tasks of a batch in Python while
+Keras traces its step, so the task count must be static; Keras's TF data
+adapters declare the batch (task) axis as `None`. This mixin reads the
+count from the data given to `fit`, `evaluate` or `predict` and stores it
+(in `_static_tasks_per_batch`, by mode) for the step, which passes it to
+`seam.with_static_task_axis`. On JAX and PyTorch shapes are concrete and
+the mixin does nothing. Framework-free: `tf.data` datasets are recognised
+by their `element_spec`.
+"""
+
+import keras
+
+from kerameta.src.episodes import validate_episode
+
+
+def _tasks_per_batch(data, batch_size=None):
+    """The number of tasks per batch of `data`, if it can be known."""
+    if isinstance(data, keras.utils.PyDataset):
+        data = data[0]
+        if isinstance(data, (tuple, list)):
+            data = data[0]
+        return _tasks_per_batch(data)
+    if hasattr(data, "element_spec"):  # a `tf.data.Dataset`
+        spec = data.element_spec
+        spec = spec[0] if isinstance(spec, tuple) else spec
+        if isinstance(spec, dict) and "support_x" in spec:
+            return spec["support_x"].shape[0]
+        return None
+    if isinstance(data, (tuple, list)) and data:
+        return _tasks_per_batch(data[0], batch_size)
+    if isinstance(data, dict) and "support_x" in data:
+        shape = getattr(data["support_x"], "shape", None)
+        num_tasks = None if shape is None else shape[0]
+        num_tasks = None if num_tasks is None else int(num_tasks)
+        if batch_size is None or num_tasks is None:
+            return num_tasks
+        if num_tasks <= batch_size:
+            return num_tasks
+        return batch_size if num_tasks % batch_size == 0 else None
+    return None
+
+
+def _validate_first_batch(data, require_query_y):
+    """Checks the first batch of a `PyDataset` with its concrete shapes.
+
+    The traced step sees the task axis as `None`, so there a task-count
+    mismatch would only fail in `tf.ensure_shape`, without a message.
+    """
+    if not isinstance(data, keras.utils.PyDataset):
+        return
+    batch = data[0]
+    batch = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+    validate_episode(x, y, require_query_y=require_query_y)
+
+
+class StaticTaskCount:
+    """Mixin for a `keras.Model`: notes the tasks per batch (TF only)."""
+
+    def _remember_tasks_per_batch(self, mode, data, batch_size=None):
+        if keras.config.backend() != "tensorflow":
+            return
+        _validate_first_batch(data, require_query_y=mode != "predict")
+        hints = self.__dict__.setdefault("_static_tasks_per_batch", {})
+        num_tasks = _tasks_per_batch(data, batch_size)
+        if hints.get(mode) != num_tasks:
+            hints[mode] = num_tasks
+            # A traced step holds the old task count: trace again.
+            setattr(self, f"{mode}_function", None)
+
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._remember_tasks_per_batch("train", x, batch_size)
+        validation_data = kwargs.get("validation_data")
+        if validation_data is not None:
+            self._remember_tasks_per_batch(
+                "test", validation_data, kwargs.get("validation_batch_size")
+            )
+        return super().fit(x, y, batch_size, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        self._remember_tasks_per_batch("test", x, batch_size)
+        return super().evaluate(x, y, batch_size, *args, **kwargs)
+
+    def predict(self, x, batch_size=None, *args, **kwargs):
+        self._remember_tasks_per_batch("predict", x, batch_size)
+        return super().predict(x, batch_size, *args, **kwargs)

@@ -1,0 +1,177 @@
+"""The private Keras internals that `kerameta/src/compat.py` reads.
+
+One test per compat function: each checks that the internal still exists
+with the shape kerameta relies on, and fails naming the Keras version if a
+release changed it. Backend-specific internals are checked on their
+backend; elsewhere the compat function must refuse with a clear error.
+"""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+from kerameta.src import compat
+
+BACKEND = keras.config.backend()
+VERSION = f"Keras {keras.__version__}"
+
+
+def _compiled_model():
+    model = keras.Sequential(
+        [keras.Input((2,)), keras.Sequential([keras.layers.Dense(1)])]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def _parameters(fn):
+    return list(inspect.signature(fn).parameters)
+
+
+def test_flatten_layers():
+    assert hasattr(keras.Model, "_flatten_layers"), (
+        f"{VERSION} has no `Model._flatten_layers`; update "
+        "`compat.flatten_layers`."
+    )
+    model = _compiled_model()
+    inner = model.layers[0]
+    dense = inner.layers[0]
+    layers = compat.flatten_layers(model)
+    assert (
+        model not in layers
+        and dense in layers
+        and inner in layers[: layers.index(dense)]
+    ), (
+        f"{VERSION}: `Model._flatten_layers(include_self=False)` no longer "
+        f"lists nested layers depth first. Received: {layers}"
+    )
+
+
+def test_loss_tracker():
+    model = _compiled_model()
+    assert isinstance(
+        getattr(model, "_loss_tracker", None), keras.metrics.Mean
+    ), (
+        f"{VERSION}: a compiled model has no `_loss_tracker` Mean metric; "
+        "update `compat.loss_tracker`."
+    )
+    assert compat.loss_tracker(model).name == "loss"
+
+
+def test_record_compile_argument():
+    model = _compiled_model()
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    assert isinstance(config, dict) and "jit_compile" in config, (
+        f"{VERSION}: `model._compile_config.config` is no longer the dict "
+        "of compile arguments; update `compat.record_compile_argument`."
+    )
+    compat.record_compile_argument(model, "jit_compile", "auto")
+    assert model.get_compile_config()["jit_compile"] == "auto", (
+        f"{VERSION}: `get_compile_config` does not read "
+        "`_compile_config.config`; update `compat.record_compile_argument`."
+    )
+
+
+def test_assert_compile_called():
+    assert hasattr(keras.Model, "_assert_compile_called"), (
+        f"{VERSION} has no `Model._assert_compile_called`; update "
+        "`compat.assert_compile_called`."
+    )
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="compile"):
+        compat.assert_compile_called(model, "fit")
+    compat.assert_compile_called(_compiled_model(), "fit")
+
+
+def _conv_inputs():
+    x = np.ones((1, 4, 4, 1), "float32")
+    kernel = np.ones((2, 2, 1, 1), "float32")
+    return x, kernel
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="patches Keras's JAX kernels")
+def test_swap_jax_nn_ops():
+    from keras.src.backend.jax import nn as jax_nn
+
+    expected = {
+        "conv": ["inputs", "kernel", "strides", "padding", "data_format"],
+        "max_pool": ["inputs", "pool_size", "strides", "padding"],
+    }
+    for name, parameters in expected.items():
+        fn = getattr(jax_nn, name, None)
+        assert callable(fn), (
+            f"{VERSION} has no `keras.src.backend.jax.nn.{name}`; update "
+            "`compat.swap_jax_nn_ops` and `backend/jax_cpu_kernels.py`."
+        )
+        got = _parameters(fn)[: len(parameters)]
+        assert got == parameters, (
+            f"{VERSION}: `keras.src.backend.jax.nn.{name}` now takes {got}; "
+            f"kerameta's replacement takes {parameters}."
+        )
+    calls = []
+
+    def conv(*args, **kwargs):
+        calls.append("conv")
+        return original["conv"](*args, **kwargs)
+
+    before = jax_nn.conv
+    with compat.swap_jax_nn_ops({"conv": conv}) as original:
+        assert original["conv"] is before
+        with compat.swap_jax_nn_ops({"conv": conv}) as nested:
+            assert nested["conv"] is conv  # already swapped in
+        keras.ops.conv(*_conv_inputs())
+        assert jax_nn.conv is conv
+    assert calls == ["conv"], (
+        f"{VERSION}: `keras.ops.conv` no longer calls "
+        "`keras.src.backend.jax.nn.conv` through the module attribute."
+    )
+    assert jax_nn.conv is before
+    with pytest.raises(RuntimeError, match=keras.__version__):
+        with compat.swap_jax_nn_ops({"no_such_op": conv}):
+            pass
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="patches Keras's TF nn")
+def test_swap_tf_compute_moments():
+    from keras.src.backend.tensorflow import nn as tf_nn
+
+    fn = getattr(tf_nn, "_compute_moments", None)
+    assert callable(fn), (
+        f"{VERSION} has no `keras.src.backend.tensorflow.nn._compute_moments`"
+        "; update `compat.swap_tf_compute_moments` (and TF's exact second "
+        "derivatives of batch moments in the seam)."
+    )
+    assert _parameters(fn) == ["x", "axes", "keepdims"], (
+        f"{VERSION}: `_compute_moments` now takes {_parameters(fn)}."
+    )
+    calls = []
+
+    def moments(x, axes, keepdims):
+        calls.append(keepdims)
+        return fn(x, axes, keepdims)
+
+    with compat.swap_tf_compute_moments(moments):
+        mean, _ = keras.ops.moments(np.arange(4.0, dtype="float32"), [0])
+    assert calls == [False], (
+        f"{VERSION}: `keras.ops.moments` no longer calls "
+        "`keras.src.backend.tensorflow.nn._compute_moments`."
+    )
+    assert float(mean) == 1.5
+    assert tf_nn._compute_moments is fn
+
+
+@pytest.mark.parametrize(
+    "swap, backend",
+    [
+        (lambda: compat.swap_jax_nn_ops({}), "jax"),
+        (lambda: compat.swap_tf_compute_moments(None), "tensorflow"),
+    ],
+)
+def test_swaps_refuse_other_backends(swap, backend):
+    if backend == BACKEND:
+        pytest.skip("the backend this swap is for")
+    with pytest.raises(ValueError, match=f"only be patched on the '{backend}'"):
+        with swap():
+            pass
