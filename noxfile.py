@@ -4,6 +4,7 @@ Each backend gets its own virtual environment holding that framework only,
 so the tests also prove that kerameta never needs the other two.
 """
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -80,7 +81,20 @@ def tests(session: nox.Session, backend: str) -> None:
     # two prove that kerameta, Omniglot included, works without TensorFlow.
     extras = "test,datasets" if backend == "tensorflow" else "test"
     _install_backend(session, backend, extras)
-    session.run("pytest", *session.posargs, env=_env(backend))
+    session.run("pytest", *_workers(), *session.posargs, env=_env(backend))
+
+
+def _workers() -> list[str]:
+    """pytest-xdist arguments: test files spread over worker processes.
+
+    Most tests are single-threaded (tracing, compiling, small kernels), so
+    two workers on CI's two cores nearly halve the suite's time.
+    `KERAMETA_TEST_WORKERS=0` runs in one process (e.g. to debug).
+    """
+    workers = os.environ.get("KERAMETA_TEST_WORKERS", "2")
+    if workers == "0":
+        return []
+    return ["-n", workers, "--dist", "loadfile"]
 
 
 OLDEST_KERAS = "keras==3.14.0"  # the floor in pyproject.toml's dependencies
@@ -112,7 +126,15 @@ def tests_oldest_keras(session: nox.Session) -> None:
     # initializer configs gained keys that older Keras rejects): Keras
     # reads files from older releases, not from newer ones.
     fixture = "tests/saving_test.py::test_loads_a_file_saved_under_jax"
-    session.run("pytest", "-x", *tests, "--deselect", fixture, env=_env("jax"))
+    session.run(
+        "pytest",
+        *_workers(),
+        "-x",
+        *tests,
+        "--deselect",
+        fixture,
+        env=_env("jax"),
+    )
 
 
 @nox.session(python="3.11")
