@@ -4,8 +4,7 @@ This file holds what users touch: the constructor, the settings, `compile`,
 the config, `call`, `adapt` and the `fit`/`evaluate` wrappers. The data
 path lives in `kerameta/src/engine/` (episode -> adaptation ->
 meta-gradient -> objective -> update), the components in their families
-(`inner_optimizers`, `meta_gradients`, `task_weightings`,
-`gradient_sharing`, `co_learners`, `outer_rules`).
+(see docs/architecture.md).
 """
 
 from typing import Any
