@@ -237,9 +237,9 @@ class _CountingCheckpointed(Checkpointed):
             inner = rebuild(values, constants)
             gradients = inner.gradients
 
-            def counted(fast, create_graph):
+            def counted(fast, create_graph, step=None):
                 self.calls[create_graph] += 1
-                return gradients(fast, create_graph)
+                return gradients(fast, create_graph, step)
 
             inner.gradients = counted
             return inner

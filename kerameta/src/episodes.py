@@ -10,6 +10,7 @@ unchanged.
 
 from dataclasses import dataclass
 
+import keras
 from keras import ops
 
 from kerameta.src.types import Tensor
@@ -33,11 +34,33 @@ class Episode:
 
     @property
     def num_tasks(self) -> int | None:
-        return self.support_x.shape[0]
+        return keras.tree.flatten(self.support_x)[0].shape[0]
 
 
 def _rank(tensor) -> int:
     return len(tensor.shape)
+
+
+def _leaves(name: str, value) -> list[tuple[str, Tensor]]:
+    """`(label, tensor)` for each array of `value` (one, or a structure)."""
+    paths = keras.tree.flatten_with_path(value)
+    if not paths:
+        raise ValueError(
+            f"Expected `{name}` to hold arrays. Received: an empty "
+            f"{type(value).__name__}."
+        )
+    return [
+        (name + "".join(f"[{p!r}]" for p in path), tensor)
+        for path, tensor in paths
+    ]
+
+
+def _to_tensors(value):
+    return keras.tree.map_structure(ops.convert_to_tensor, value)
+
+
+def _shape_list(leaves) -> str:
+    return ", ".join(f"{label}.shape={tuple(t.shape)}" for label, t in leaves)
 
 
 def validate_episode(
@@ -45,15 +68,20 @@ def validate_episode(
 ) -> Episode:
     """Checks the keys, ranks and axis sizes of a batch of episodes.
 
+    `support_x` and `query_x` are arrays, or like structures (tuples,
+    lists, dicts) of arrays for a model with several inputs; `support_y`
+    and the query targets likewise for a model with several outputs.
+
     Args:
         x: the dict of support and query inputs.
         y: the query targets, or `None` (prediction).
         require_query_y: whether `y` must be given (training, evaluation).
         model_input_rank: the rank of one example batch the wrapped model
-            takes (including its batch axis), if known.
+            takes (including its batch axis), if known (single-input
+            models).
 
     Returns:
-        An `Episode` of backend tensors.
+        An `Episode` of backend tensors (or structures of them).
 
     Raises:
         ValueError: with what was received and how to fix it.
@@ -84,74 +112,103 @@ def validate_episode(
             "Expected batches of `(x, query_y)`, but the target `y` "
             "(the query labels) is missing. " + _HINT
         )
-    tensors = {k: ops.convert_to_tensor(x[k]) for k in EPISODE_KEYS}
+    tensors = {k: _to_tensors(x[k]) for k in EPISODE_KEYS}
     if y is not None:
-        tensors["query_y"] = ops.convert_to_tensor(y)
-    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+        tensors["query_y"] = _to_tensors(y)
+    leaves = {k: _leaves(k, v) for k, v in tensors.items()}
 
     for key in ("support_x", "query_x"):
-        if _rank(tensors[key]) < 3:
-            raise ValueError(
-                f"Expected `{key}` to have rank >= 3, shaped (tasks, "
-                f"examples, *features). Received: {key}.shape={shapes[key]}. "
-                "Add the task axis (and a feature axis, e.g. `x[..., None]` "
-                "for scalar inputs)."
-            )
+        for label, tensor in leaves[key]:
+            if _rank(tensor) < 3:
+                raise ValueError(
+                    f"Expected `{label}` to have rank >= 3, shaped (tasks, "
+                    f"examples, *features). Received: {label}.shape="
+                    f"{tuple(tensor.shape)}. Add the task axis (and a "
+                    "feature axis, e.g. `x[..., None]` for scalar inputs)."
+                )
     for key in ("support_y", "query_y"):
-        if key in tensors and _rank(tensors[key]) < 2:
-            raise ValueError(
-                f"Expected `{key}` to have rank >= 2, shaped (tasks, "
-                f"examples, ...). Received: {key}.shape={shapes[key]}."
-            )
-    if model_input_rank is not None:
+        for label, tensor in leaves.get(key, []):
+            if _rank(tensor) < 2:
+                raise ValueError(
+                    f"Expected `{label}` to have rank >= 2, shaped (tasks, "
+                    f"examples, ...). Received: {label}.shape="
+                    f"{tuple(tensor.shape)}."
+                )
+    if model_input_rank is not None and len(leaves["support_x"]) == 1:
         for key in ("support_x", "query_x"):
-            if _rank(tensors[key]) != model_input_rank + 1:
+            shape = tuple(leaves[key][0][1].shape)
+            if len(shape) != model_input_rank + 1:
                 raise ValueError(
                     f"Expected `{key}` to have rank {model_input_rank + 1}: "
                     "the task axis followed by the wrapped model's input "
                     f"shape (rank {model_input_rank} with its batch axis). "
-                    f"Received: {key}.shape={shapes[key]}."
+                    f"Received: {key}.shape={shape}."
                 )
-    if shapes["support_x"][2:] != shapes["query_x"][2:]:
-        raise ValueError(
-            "Expected support and query examples to have the same shape. "
-            f"Received: support_x.shape={shapes['support_x']}, "
-            f"query_x.shape={shapes['query_x']}."
-        )
-    task_axis = {k: s[0] for k, s in shapes.items() if s[0] is not None}
-    if len(set(task_axis.values())) > 1:
+    _check_same_structure(tensors, "support_x", "query_x")
+    if "query_y" in tensors:
+        _check_same_structure(tensors, "support_y", "query_y")
+    for (label, s), (_, q) in zip(leaves["support_x"], leaves["query_x"]):
+        if tuple(s.shape[2:]) != tuple(q.shape[2:]):
+            raise ValueError(
+                "Expected support and query examples to have the same shape. "
+                f"Received: {label}.shape={tuple(s.shape)}, "
+                f"{label.replace('support', 'query', 1)}.shape="
+                f"{tuple(q.shape)}."
+            )
+    every = [leaf for key in leaves for leaf in leaves[key]]
+    task_axis = {t.shape[0] for _, t in every if t.shape[0] is not None}
+    if len(task_axis) > 1:
         raise ValueError(
             "Expected the same number of tasks (axis 0) in support_x, "
             "support_y, query_x and the query targets. Received: "
-            + ", ".join(f"{k}.shape={shapes[k]}" for k in shapes)
+            + _shape_list(every)
             + "."
         )
-    pairs = [("support_x", "support_y")]
-    if "query_y" in shapes:
-        pairs.append(("query_x", "query_y"))
-    for inputs, targets in pairs:
-        a, b = shapes[inputs][1], shapes[targets][1]
-        if a is not None and b is not None and a != b:
+    if task_axis == {0}:
+        raise ValueError(
+            "The batch has no tasks (axis 0 is empty): "
+            + _shape_list(every)
+            + ". Each batch needs at least one task; check the slicing or "
+            "`batch_size` that made it."
+        )
+    for inputs, targets in (("support_x", "support_y"), ("query_x", "query_y")):
+        if targets not in leaves:
+            continue
+        pair = leaves[inputs] + leaves[targets]
+        examples = {t.shape[1] for _, t in pair if t.shape[1] is not None}
+        if len(examples) > 1:
             raise ValueError(
                 f"Expected `{inputs}` and `{targets}` to hold the same number "
                 f"of examples per task (axis 1). Received: "
-                f"{inputs}.shape={shapes[inputs]}, "
-                f"{targets}.shape={shapes[targets]}."
+                f"{_shape_list(pair)}."
             )
-    if shapes["support_x"][1] == 0:
-        raise ValueError(
-            "The support set is empty: adaptation needs at least one support "
-            f"example per task. Received: support_x.shape="
-            f"{shapes['support_x']}."
-        )
-    if shapes["query_x"][1] == 0:
-        raise ValueError(
-            "The query set is empty: it needs at least one query example per "
-            f"task. Received: query_x.shape={shapes['query_x']}."
-        )
+    for key, need in (
+        ("support_x", "adaptation needs at least one support example"),
+        ("query_x", "it needs at least one query example"),
+    ):
+        shape = tuple(leaves[key][0][1].shape)
+        if shape[1] == 0:
+            raise ValueError(
+                f"The {key[:-2]} set is empty: {need} per task. Received: "
+                f"{key}.shape={shape}."
+            )
     return Episode(
         tensors["support_x"],
         tensors["support_y"],
         tensors["query_x"],
         tensors.get("query_y"),
     )
+
+
+def _check_same_structure(tensors, first: str, second: str) -> None:
+    try:
+        keras.tree.assert_same_structure(tensors[first], tensors[second])
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"Expected `{first}` and `{second}` to have the same structure "
+            "(the same inputs or outputs of the model, in the same nesting). "
+            f"Received: {first} of structure "
+            f"{keras.tree.map_structure(lambda t: None, tensors[first])} "
+            f"and {second} of structure "
+            f"{keras.tree.map_structure(lambda t: None, tensors[second])}."
+        ) from None

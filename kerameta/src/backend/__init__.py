@@ -12,7 +12,8 @@ re-exported, the way Keras picks its `Trainer`:
   `forward(inputs, constants) -> (outputs, aux, residuals)`,
   `backward(residuals, constants, cotangents) -> input cotangents`.
 - `enable_grad`, `no_grad`, `second_order_safe` (exact second derivatives
-  of batch moments), `with_static_task_axis`: no-ops where not needed.
+  of batch moments), `with_static_task_axis`, `random_scope(keys)` (seeds
+  unseeded random ops from a call's seed states): no-ops where not needed.
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
 """
 
@@ -28,6 +29,10 @@ enable_grad = no_grad = second_order_safe = contextlib.nullcontext
 
 def with_static_task_axis(tensors, num_tasks):
     return tensors  # shapes are concrete outside TensorFlow
+
+
+def random_scope(keys):
+    return contextlib.nullcontext()  # random ops read the seed states
 
 
 class MetaTrainer:

@@ -1,8 +1,11 @@
 """The per-task Python loop of the TensorFlow and PyTorch seams.
 
 Framework-free: each backend passes `num_tasks(params, args)`,
-`unstack(tensor, num_tasks)` and `stack(list)`.
+`unstack(tensor, num_tasks)` and `stack(list)`. Task arguments may be
+structures of tensors (a model with several inputs).
 """
+
+import keras
 
 
 def stack_tasks(per_task, stack):
@@ -21,13 +24,16 @@ def looped(rule, num_tasks, unstack, stack):
     """Maps `rule(params_t, shared, *args_t)` over the tasks, restacked."""
 
     def wrapped(task_params, shared, *task_args):
-        count = num_tasks(task_params, task_args)
+        flat = keras.tree.flatten(list(task_args))
+        count = num_tasks(task_params, flat)
         params = [unstack(p, count) for p in task_params]
-        args = [unstack(a, count) for a in task_args]
-        results = [
-            rule([p[t] for p in params], shared, *[a[t] for a in args])
-            for t in range(count)
-        ]
+        args = [unstack(a, count) for a in flat]
+        results = []
+        for t in range(count):
+            task = keras.tree.pack_sequence_as(
+                list(task_args), [a[t] for a in args]
+            )
+            results.append(rule([p[t] for p in params], shared, *task))
         return stack_tasks(results, stack)
 
     return wrapped

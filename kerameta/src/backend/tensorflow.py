@@ -156,9 +156,12 @@ def with_static_task_axis(tensors, num_tasks):
     """Sets the task axis Keras's TF adapters leave `None` to `num_tasks`."""
     if num_tasks is None:
         return tensors
+
+    def ensure(t):
+        if t.shape[0] is not None:
+            return t
+        return tf.ensure_shape(t, [num_tasks] + t.shape.as_list()[1:])
+
     return [
-        tf.ensure_shape(t, [num_tasks] + t.shape.as_list()[1:])
-        if t is not None and t.shape[0] is None
-        else t
-        for t in tensors
+        None if t is None else tf.nest.map_structure(ensure, t) for t in tensors
     ]

@@ -1,5 +1,6 @@
 """PyTorch side of the seam: `torch.func` in `torch.vmap`, or a task loop."""
 
+import contextlib
 import functools
 
 import keras
@@ -195,3 +196,19 @@ def per_task_hvp(fn, vectorize=True):
 
 enable_grad = torch.enable_grad
 no_grad = torch.no_grad
+
+
+@contextlib.contextmanager
+def random_scope(keys):
+    """Keras's unseeded torch dropout draws from torch's global generator:
+    seed it, for this call only, from the call's seed states."""
+    if keys is None:
+        yield
+        return
+    seed = int(torch.sum(keys.to(torch.int64) * (1 + torch.arange(2)))) & (
+        0xFFFFFFFF
+    )
+    devices = [keys.device.index or 0] if keys.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -5,6 +5,7 @@ meta-learned values, an episode) and never the meta-model, so this module
 imports nothing from `models/`.
 """
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -15,6 +16,8 @@ from keras import ops
 
 from kerameta.src import backend as seam
 from kerameta.src.engine.parameters import ParameterLayout
+from kerameta.src.engine.randomness import QUERY
+from kerameta.src.engine.randomness import RandomLayers
 from kerameta.src.episodes import Episode
 from kerameta.src.meta_gradients.meta_gradient import InnerLoop
 from kerameta.src.types import Tensor
@@ -32,6 +35,10 @@ class Components:
             co_learner, outer_rule: the components (`gradient_sharing` and
             `co_learner` may be `None`).
         vectorize: whether tasks are vectorized (`vmap`) or looped over.
+        random: the network's random layers (see `engine.randomness`), or
+            `None` if it has none.
+        call: `call(params, non_trainable, x)`: the network's stateless
+            call in training mode (see `models.components.training_call`).
     """
 
     model: keras.Model
@@ -44,31 +51,57 @@ class Components:
     co_learner: Any
     outer_rule: Any
     vectorize: bool
+    call: Callable
+    random: RandomLayers | None = None
 
-    def forward(self, params, non_trainable, x):
+    def seeded(self, non_trainable, keys):
+        """`(non_trainable, scope)` for a call that draws with `keys`.
+
+        `keys` are one task's seed-generator states for this call site
+        (`None` without random layers); the scope seeds what the backend's
+        unseeded random ops draw from (PyTorch's global generator).
+        """
+        if keys is None:
+            return non_trainable, seam.random_scope(None)
+        return self.random.substitute(non_trainable, keys), seam.random_scope(
+            keys
+        )
+
+    def forward(self, params, non_trainable, x, keys=None):
         """The network's predictions with the given weight values.
 
         Batch normalization is transductive: each task is normalized with
         its own batch statistics, and the returned moving statistics are
         discarded, so adaptation never changes them.
         """
-        y_pred, _ = self.model.stateless_call(
-            params, non_trainable, x, training=True
-        )
-        return y_pred
+        non_trainable, scope = self.seeded(non_trainable, keys)
+        with scope:
+            return self.call(params, non_trainable, x)
 
     def mean_task_loss(self, y_true, y_pred):
         return ops.mean(self.task_loss(y_true, y_pred))
 
-    def support_loss(self, fast, shared, x, y):
+    def support_loss(self, fast, shared, x, y, keys=None):
         """One task's loss with adapted weights `fast`."""
         frozen, non_trainable = shared[:2]
         params = self.layout.merge(fast, frozen)
-        return self.mean_task_loss(y, self.forward(params, non_trainable, x))
+        y_pred = self.forward(params, non_trainable, x, keys)
+        return self.mean_task_loss(y, y_pred)
 
-    def query_predictions(self, fast, shared, x):
+    def query_predictions(self, fast, shared, x, keys=None):
         frozen, non_trainable = shared[:2]
-        return self.forward(self.layout.merge(fast, frozen), non_trainable, x)
+        params = self.layout.merge(fast, frozen)
+        return self.forward(params, non_trainable, x, keys)
+
+    def task_keys(self, non_trainable, num_tasks, salt):
+        """The per-task seed keys of call site `salt`, as extra task args.
+
+        Returns `[]` without random layers, else `[keys]` with `keys`
+        shaped `(tasks, generators, 2)` (see `engine.randomness`).
+        """
+        if self.random is None:
+            return []
+        return [self.random.keys(non_trainable, num_tasks, salt)]
 
 
 @dataclass
@@ -156,6 +189,10 @@ def adapt_batch(
     optimizer_values = layout.values(
         theta, parts.inner_optimizer.trainable_variables
     )
+    # The support set may be structures (several inputs or outputs); the
+    # closures' constants are flat lists of tensors.
+    support = [episode.support_x, episode.support_y]
+    shared_state = list(non_trainable)
     # The closures read the meta-learned values and the data they need
     # from explicit lists, which `InnerLoop.rebuild` can replace (an
     # estimator that differentiates the inner loop by hand needs them as
@@ -166,19 +203,26 @@ def adapt_batch(
         frozen, optimizer_values, concurrent_scales, history_scales = _split(
             values, sizes
         )
-        *non_trainable, support_x, support_y = constants
+        non_trainable = list(constants[: len(shared_state)])
+        support_x, support_y = keras.tree.pack_sequence_as(
+            support, list(constants[len(shared_state) :])
+        )
         shared = (frozen, non_trainable)
         gradient_fns = {}
+        # Estimators that do not pass `step` get a new step per call.
+        calls = itertools.count()
 
-        def gradients(fast, create_graph):
+        def gradients(fast, create_graph, step=None):
             if create_graph not in gradient_fns:
                 gradient_fns[create_graph] = seam.per_task_value_and_grad(
                     parts.support_loss,
                     create_graph=create_graph,
                     vectorize=parts.vectorize,
                 )
+            step = next(calls) if step is None else step
+            keys = parts.task_keys(non_trainable, num_tasks, step + 1)
             losses, grads = gradient_fns[create_graph](
-                fast, shared, support_x, support_y
+                fast, shared, support_x, support_y, *keys
             )
             return losses, list(grads)
 
@@ -210,9 +254,10 @@ def adapt_batch(
     shared = (frozen, non_trainable)
 
     def query_gradients(fast):
+        keys = parts.task_keys(non_trainable, num_tasks, QUERY)
         return seam.per_task_value_and_grad(
             parts.support_loss, create_graph=False, vectorize=parts.vectorize
-        )(fast, shared, episode.query_x, episode.query_y)
+        )(fast, shared, episode.query_x, episode.query_y, *keys)
 
     def hessian_vector_products(fast, vectors):
         return seam.per_task_hvp(parts.support_loss, vectorize=parts.vectorize)(
@@ -221,7 +266,7 @@ def adapt_batch(
 
     loop = inner_loop(
         [*frozen, *optimizer_values, *concurrent_scales, *history_scales],
-        [*non_trainable, episode.support_x, episode.support_y],
+        [*shared_state, *keras.tree.flatten(support)],
     )
     initial_fast = fast
     fast, losses = parts.meta_gradient.run_inner_loop(loop, fast, inner_steps)

@@ -26,6 +26,7 @@ class Setup:
     backend: str
     vectorize_tasks: bool
     jit_compile: Any = "auto"
+    random_layers: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ def _co_learns(setup: Setup) -> bool:
 def _meta_learns_nothing(setup: Setup) -> bool:
     proximal = getattr(setup.meta_gradient, "proximal", None)
     return proximal is None and all(setup.adapted_mask)
+
+
+def _random_layers(setup: Setup) -> bool:
+    return setup.random_layers
 
 
 def _torch_compile(setup: Setup) -> bool:
@@ -114,6 +119,16 @@ RULES: tuple[Rule, ...] = (
         "on where it starts): adapt only the head, with "
         "`adapted_layers=[...]` (ANIL), or give `Implicit(proximal=...)` "
         "for the proximal (iMAML) form",
+    ),
+    Rule(
+        "meta_gradient",
+        "implicit",
+        "random layers (Dropout, GaussianNoise, ...)",
+        _random_layers,
+        "its meta-gradient assumes the inner loop converges to a minimum "
+        "of one support loss, and random layers draw a new loss at every "
+        "step: use `meta_gradient='checkpointed'` (exact, memory flat in "
+        "the inner steps) or remove the random layers",
     ),
     Rule(
         "meta_gradient",

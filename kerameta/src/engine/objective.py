@@ -11,6 +11,7 @@ from keras import ops
 from kerameta.src import backend as seam
 from kerameta.src.engine.adaptation import Components
 from kerameta.src.engine.adaptation import adapt_batch
+from kerameta.src.engine.randomness import QUERY
 from kerameta.src.episodes import Episode
 from kerameta.src.types import Tensor
 
@@ -18,17 +19,19 @@ from kerameta.src.types import Tensor
 def _query_outputs(parts: Components):
     """One task's query loss, co-learner loss (or 0) and predictions."""
 
-    def outputs(fast, shared, x, y):
+    def outputs(fast, shared, x, y, keys=None):
         frozen, non_trainable, head_values = shared
         params = parts.layout.merge(fast, frozen)
         co_learner = parts.co_learner
         if co_learner is None:
-            y_pred = parts.forward(params, non_trainable, x)
+            y_pred = parts.forward(params, non_trainable, x, keys)
             loss = parts.mean_task_loss(y, y_pred)
             return loss, ops.zeros_like(loss), y_pred
-        features, y_pred = co_learner.features_and_predictions(
-            params, non_trainable, x
-        )
+        non_trainable, scope = parts.seeded(non_trainable, keys)
+        with scope:
+            features, y_pred = co_learner.features_and_predictions(
+                params, non_trainable, x
+            )
         co_pred = co_learner.head_predictions(head_values, features)
         return (
             parts.mean_task_loss(y, y_pred),
@@ -108,6 +111,7 @@ def meta_objective(
             (frozen, non_trainable, head_values),
             episode.query_x,
             episode.query_y,
+            *parts.task_keys(non_trainable, episode.num_tasks, QUERY),
         )
     weights, logged = task_weights(parts, initial, adaptation.fast, training)
     objective_losses = task_losses
@@ -146,9 +150,11 @@ def adapted_query_predictions(
         )
         _, frozen = parts.layout.split(theta)
 
-        def predictions(fast, shared, x):
-            return parts.query_predictions(fast, shared, x)
-
-        return seam.per_task_map(predictions, vectorize=parts.vectorize)(
-            adaptation.fast, (frozen, non_trainable), episode.query_x
+        return seam.per_task_map(
+            parts.query_predictions, vectorize=parts.vectorize
+        )(
+            adaptation.fast,
+            (frozen, non_trainable),
+            episode.query_x,
+            *parts.task_keys(non_trainable, episode.num_tasks, QUERY),
         )

@@ -13,9 +13,11 @@ from keras import ops
 from kerameta.src import backend as seam
 from kerameta.src import compat
 from kerameta.src.engine.adaptation import Components
+from kerameta.src.engine.network import training_call
 from kerameta.src.engine.objective import adapted_query_predictions
 from kerameta.src.engine.objective import meta_objective
 from kerameta.src.engine.parameters import ParameterLayout
+from kerameta.src.engine.randomness import RandomLayers
 from kerameta.src.engine.update import apply_if_finite
 from kerameta.src.engine.update import update_sharing_history
 from kerameta.src.episodes import Episode
@@ -46,6 +48,8 @@ class MetaSteps:
             co_learner=self.co_learner,
             outer_rule=self.outer_rule,
             vectorize=self.vectorize_tasks,
+            call=training_call(self.model),
+            random=RandomLayers.of(self.model),
         )
 
     def _model_input_rank(self) -> int | None:
@@ -94,15 +98,27 @@ class MetaSteps:
         # the compiled loss from the first batch before any step runs.
         # Validate that batch here, or a bad `query_y` or `sample_weight`
         # surfaces as a broadcasting error.
-        self._episode((x, y, sample_weight), "test")
+        episode = self._episode((x, y, sample_weight), "test")
+        if self.__dict__.get("_output_loss_trackers"):
+            # Keras's compiled loss would add per-output trackers that no
+            # step updates (kerameta's own log them).
+            return ops.sum(
+                ops.stack(
+                    [
+                        ops.sum(ops.zeros_like(t))
+                        for t in keras.tree.flatten(episode.query_y)
+                    ]
+                )
+            )
         return super().compute_loss(
             x, y, y_pred, sample_weight=sample_weight, training=training
         )
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        if isinstance(x, dict):
+        if isinstance(x, dict) and "support_x" in x:
             # The raw batch, from Keras's symbolic build (see compute_loss);
-            # the meta-steps pass the validated `query_x`.
+            # the meta-steps pass the validated `query_x` (a dict for a
+            # model with named inputs).
             self._episode((x, y, sample_weight), "test")
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
@@ -153,6 +169,10 @@ class MetaSteps:
             update_sharing_history(
                 self.gradient_sharing, aux["batch_means"], applied
             )
+        if parts.random is not None:
+            # New masks at the next meta-step (see `engine.randomness`).
+            with seam.no_grad():
+                parts.random.advance(self.model)
         return self._update_metrics(aux, episode, applied)
 
     def _meta_test_step(self, data):
@@ -174,8 +194,9 @@ class MetaSteps:
     def _meta_predict_step(self, data):
         episode = self._episode(data, "predict")
         theta, non_trainable = self._state_values()
-        return ops.stop_gradient(
-            self._adapted_query_predictions(theta, non_trainable, episode)
+        return keras.tree.map_structure(
+            ops.stop_gradient,
+            self._adapted_query_predictions(theta, non_trainable, episode),
         )
 
     def _update_metrics(self, aux, episode, applied=None):
@@ -195,6 +216,17 @@ class MetaSteps:
             self._task_weight_min_tracker.update_state(ops.min(weights))
             self._task_weight_max_tracker.update_state(ops.max(weights))
             self._task_weight_sum_tracker.update_state(ops.sum(weights))
+        trackers = self.__dict__.get("_output_loss_trackers") or []
+        if trackers:
+            y_pred = keras.tree.map_structure(ops.stop_gradient, aux["y_pred"])
+            losses = seam.per_task_map(
+                lambda _, __, y, y_pred: self._task_loss_fn.per_output(
+                    y, y_pred
+                ),
+                vectorize=self.vectorize_tasks,
+            )([], None, episode.query_y, y_pred)
+            for tracker, loss in zip(trackers, losses):
+                tracker.update_state(ops.mean(loss))
         logs = aux.get("estimator_logs") or {}
         for tracker in self._estimator_trackers:
             if tracker.name in logs:
@@ -202,6 +234,6 @@ class MetaSteps:
         return self.compute_metrics(
             episode.query_x,
             episode.query_y,
-            ops.stop_gradient(aux["y_pred"]),
+            keras.tree.map_structure(ops.stop_gradient, aux["y_pred"]),
             sample_weight=None,
         )

@@ -6,6 +6,7 @@ import keras
 
 from kerameta.src import backend as seam
 from kerameta.src import compat
+from kerameta.src.engine.randomness import RandomLayers
 
 _OPTIONS = ("auto", True, False)
 
@@ -33,14 +34,38 @@ def resolve_vectorize_tasks(option: Any, model: keras.Model) -> bool:
                 "hundreds of times slower under XLA). Use 'auto' or False."
             )
         return False
+    if seam.BACKEND == "torch":
+        return _torch_vectorizes(option, model)
     if option != "auto":
         return bool(option)
-    if seam.BACKEND == "jax":
-        # Vectorized convolutions with per-task filters were measured 5x
-        # slower than `lax.map` on CPU; dense networks gain from `vmap`.
-        return not _conv_layers(model)
-    # torch.vmap fails on channels_last convolutions with batched kernels.
-    return not any(
+    # Vectorized convolutions with per-task filters were measured 5x
+    # slower than `lax.map` on CPU (JAX); dense networks gain from `vmap`.
+    return not _conv_layers(model)
+
+
+def _torch_vectorizes(option: Any, model: keras.Model) -> bool:
+    """`torch.vmap` where it works; the per-task loop elsewhere."""
+    reasons = []
+    if any(
         getattr(layer, "data_format", None) == "channels_last"
         for layer in _conv_layers(model)
-    )
+    ):
+        reasons.append(
+            "the model has channels_last convolutions, which torch.vmap "
+            "cannot run with per-task filters (use "
+            "`data_format='channels_first'` to vectorize them)"
+        )
+    if RandomLayers.of(model) is not None:
+        reasons.append(
+            "the model has random layers (Dropout, GaussianNoise, ...), "
+            "whose seeded draws torch.vmap cannot batch"
+        )
+    if option is True and reasons:
+        raise ValueError(
+            "`vectorize_tasks=True` cannot work on the PyTorch backend with "
+            f"this model: {'; and '.join(reasons)}. Use "
+            "`vectorize_tasks='auto'` (or False), which loops over the tasks."
+        )
+    if option == "auto":
+        return not reasons
+    return bool(option)

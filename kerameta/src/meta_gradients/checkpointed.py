@@ -86,7 +86,7 @@ class Checkpointed(MetaGradient):
             trajectory, losses = [], None
             for step in range(inner_steps):
                 trajectory.append(fast)
-                losses, grads = inner.gradients(fast, False)
+                losses, grads = inner.gradients(fast, False, step)
                 grads = self.inner_gradients(stop_gradients(grads), step)
                 directions = stop_gradients(inner.directions(grads, step))
                 fast = stop_gradients(inner.update(fast, directions, step))
@@ -122,7 +122,7 @@ class Checkpointed(MetaGradient):
         def step_function(inputs):
             fast, values = inputs[:num_fast], inputs[num_fast:]
             inner = loop.rebuild(values, constants)
-            _, grads = inner.gradients(fast, True)
+            _, grads = inner.gradients(fast, True, step)
             grads = self.inner_gradients(grads, step)
             return inner.update(fast, inner.directions(grads, step), step)
 

@@ -138,7 +138,7 @@ class Implicit(MetaGradient):
         start = stop_gradients(fast)
         fast, losses = start, None
         for step in range(inner_steps):
-            losses, grads = loop.gradients(fast, False)
+            losses, grads = loop.gradients(fast, False, step)
             grads = self._lower_gradients(stop_gradients(grads), fast, start)
             fast = stop_gradients(loop.update(fast, grads, step))
         return fast, losses

@@ -15,10 +15,14 @@ class InnerLoop:
     """The pieces of one task batch's inner loop, for `run_inner_loop`.
 
     Attributes:
-        gradients: `gradients(fast, create_graph) -> (losses, grads)`: every
-            task's support loss and gradient at `fast` (lists of tensors with
-            a leading task axis). With `create_graph=False` the gradients
-            are constants of the meta-gradient.
+        gradients: `gradients(fast, create_graph, step=None) -> (losses,
+            grads)`: every task's support loss and gradient at `fast` (lists
+            of tensors with a leading task axis). With `create_graph=False`
+            the gradients are constants of the meta-gradient. `step` (the
+            inner step's index) picks the masks of random layers (Dropout):
+            a call with the same `step` draws the same ones, which an
+            estimator that recomputes a step needs; without it every call
+            draws new ones.
         directions: `directions(grads, step) -> directions`: the step
             directions from the gradients (gradient sharing mixes the tasks'
             gradients here; the identity otherwise).
@@ -119,7 +123,7 @@ class MetaGradient:
         """
         losses = None
         for step in range(inner_steps):
-            losses, grads = loop.gradients(fast, self.create_graph)
+            losses, grads = loop.gradients(fast, self.create_graph, step)
             grads = self.inner_gradients(grads, step)
             fast = loop.update(fast, loop.directions(grads, step), step)
         return fast, losses

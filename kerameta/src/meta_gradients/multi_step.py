@@ -96,7 +96,7 @@ class MultiStep(MetaGradient):
         losses = None
         for step in range(inner_steps):
             if step % self.window == 0:
-                losses, grads = loop.gradients(fast, True)
+                losses, grads = loop.gradients(fast, True, step)
                 directions = loop.directions(grads, step)
             fast = loop.update(fast, directions, step)
         return fast, losses
@@ -107,14 +107,14 @@ class MultiStep(MetaGradient):
             if step % self.window == 0:
                 # The window-start gradient, differentiable: the backward
                 # pass sees the whole window as steps along it.
-                losses, grads = loop.gradients(fast, True)
+                losses, grads = loop.gradients(fast, True, step)
                 directions = loop.directions(grads, step)
                 exact = stop_gradients(fast)
                 exact_directions = stop_gradients(directions)
                 estimate = fast
             else:
                 # The exact forward step, from a fresh constant gradient.
-                losses, grads = loop.gradients(exact, False)
+                losses, grads = loop.gradients(exact, False, step)
                 exact_directions = stop_gradients(
                     loop.directions(stop_gradients(grads), step)
                 )

@@ -3,6 +3,7 @@
 from typing import Any
 
 import keras
+from keras import ops
 
 from kerameta.src import co_learners
 from kerameta.src import gradient_sharing as gradient_sharing_lib
@@ -73,7 +74,10 @@ def check_model(model: Any) -> None:
     if not model.trainable_variables:
         raise ValueError(
             f"The model {model.name!r} has no trainable weights, so "
-            "there is nothing to adapt or meta-learn."
+            "there is nothing to adapt or meta-learn. A subclassed model "
+            "without its own `build()` is marked built by `model.build("
+            "input_shape)` before its layers create their weights: call it "
+            "once on a batch instead, e.g. `model(x[:1])`."
         )
 
 
@@ -96,3 +100,111 @@ def _inner_optimizer(identifier: Any, learning_rate: float | None):
             )
     optimizer.learning_rate = learning_rate
     return optimizer
+
+
+def task_loss(loss: Any, loss_weights: Any = None):
+    """The task loss `(y_true, y_pred) -> loss` from `compile(loss=...)`.
+
+    One loss, or a list or dict with one loss per output of a model with
+    several outputs: then the task loss is the sum of each output's mean
+    loss, times its weight in `loss_weights` (a like list or dict), a
+    `StructuredLoss`.
+    """
+    if not isinstance(loss, (list, tuple, dict)):
+        if loss_weights is not None:
+            raise ValueError(
+                "`loss_weights` weighs the losses of a model with several "
+                "outputs, one per output, but `loss` is a single loss. "
+                f"Received: loss={loss!r}, loss_weights={loss_weights!r}."
+            )
+        return keras.losses.get(loss)
+    return StructuredLoss(loss, loss_weights)
+
+
+class StructuredLoss:
+    """One loss per output of a model with several outputs (see `task_loss`).
+
+    Args:
+        loss: a list (in output order) or dict (by output name) of losses.
+        loss_weights: a like list or dict of weights, or `None` (all 1).
+    """
+
+    def __init__(self, loss: Any, loss_weights: Any = None) -> None:
+        self.structure = loss
+        if isinstance(loss, dict):
+            self.names = list(loss)
+            self.weights = _weights(loss_weights, self.names, dict)
+        else:
+            self.names = list(range(len(loss)))
+            self.weights = _weights(loss_weights, self.names, (list, tuple))
+        self.losses = [keras.losses.get(loss[name]) for name in self.names]
+
+    def labels(self, model: keras.Model) -> list[str]:
+        """Each output's name in the logs (`<label>_loss`), as Keras's."""
+        if isinstance(self.structure, dict):
+            return [str(name) for name in self.names]
+        names = list(getattr(model, "output_names", None) or [])
+        if len(names) != len(self.names):
+            names = [f"output_{i + 1}" for i in self.names]
+        return names
+
+    def _check(self, value: Any, what: str) -> None:
+        is_dict = isinstance(self.structure, dict)
+        if (
+            is_dict != isinstance(value, dict)
+            or len(keras.tree.flatten(value)) != len(self.names)
+            or (is_dict and sorted(value) != sorted(self.names))
+        ):
+            raise ValueError(
+                "`loss` has one loss per output "
+                f"({_describe(self.structure)}), but the model's {what} do "
+                f"not match it: {_describe(value)}. Give one loss per "
+                "output of the model, in a dict keyed by output name for "
+                "dict outputs, or a list in output order."
+            )
+
+    def per_output(self, y_true: Any, y_pred: Any) -> list[Any]:
+        """Each output's mean loss (unweighted), in `names` order."""
+        self._check(y_true, "targets")
+        self._check(y_pred, "predictions")
+        return [
+            ops.mean(fn(y_true[name], y_pred[name]))
+            for name, fn in zip(self.names, self.losses)
+        ]
+
+    def __call__(self, y_true: Any, y_pred: Any) -> Any:
+        return sum(
+            weight * loss
+            for weight, loss in zip(
+                self.weights, self.per_output(y_true, y_pred)
+            )
+        )
+
+
+def _weights(loss_weights: Any, names: list, kind) -> list[float]:
+    if loss_weights is None:
+        return [1.0] * len(names)
+    if isinstance(loss_weights, dict) and kind is dict:
+        unknown = sorted(set(loss_weights) - set(names))
+        if unknown:
+            raise ValueError(
+                f"`loss_weights` names outputs that `loss` has no loss for: "
+                f"{unknown}. Outputs with a loss: {names}."
+            )
+        return [float(loss_weights.get(name, 1.0)) for name in names]
+    if isinstance(loss_weights, (list, tuple)) and kind is not dict:
+        if len(loss_weights) == len(names):
+            return [float(w) for w in loss_weights]
+    raise ValueError(
+        "`loss_weights` must be like `loss`: a dict keyed by the same output "
+        "names, or a list of the same length. Received: loss_weights="
+        f"{loss_weights!r} for {len(names)} losses."
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(value)}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return "a single output"

@@ -27,12 +27,15 @@ from kerameta.src.engine.adaptation import adapt_batch
 from kerameta.src.engine.callbacks import SetTaskEpoch
 from kerameta.src.engine.callbacks import with_guard
 from kerameta.src.engine.parameters import resolve_adapted_mask
+from kerameta.src.engine.randomness import RandomLayers
 from kerameta.src.engine.steps import MetaSteps
 from kerameta.src.engine.task_count import StaticTaskCount
 from kerameta.src.engine.vectorization import resolve_vectorize_tasks
 from kerameta.src.episodes import validate_episode
+from kerameta.src.models.components import StructuredLoss
 from kerameta.src.models.components import build_components
 from kerameta.src.models.components import check_model
+from kerameta.src.models.components import task_loss
 
 
 class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
@@ -111,6 +114,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             backend=seam.BACKEND,
             vectorize_tasks=self.vectorize_tasks,
             jit_compile=jit_compile,
+            random_layers=RandomLayers.of(self.model) is not None,
         )
 
     @property
@@ -186,7 +190,10 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             optimizer: the meta (outer) optimizer, as in `keras.Model`.
             loss: the task loss, used by the inner loop on the support set
                 and by the outer loop on the query set. A string id, a
-                `keras.losses.Loss` or a function `(y_true, y_pred)`.
+                `keras.losses.Loss` or a function `(y_true, y_pred)`; for a
+                model with several outputs, a list or dict of them, one per
+                output (the task loss is their sum, weighted by
+                `loss_weights` if given).
             metrics: metrics computed on the query predictions after
                 adaptation.
             **kwargs: the other arguments of `keras.Model.compile`
@@ -198,11 +205,6 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
                 "minimises on the support set and the outer loop on the "
                 "query set. Received: loss=None. Pass e.g. `loss='mse'`."
             )
-        if isinstance(loss, (list, tuple, dict)):
-            raise ValueError(
-                "kerameta takes a single task loss. Received: loss of type "
-                f"{type(loss).__name__}: {loss!r}."
-            )
         jit_compile = kwargs.get("jit_compile", "auto")
         composition.check(self._setup(jit_compile), stage="compile")
         super().compile(
@@ -212,7 +214,14 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         # it forces torch.compile or XLA on the backend that loads the file.
         # Record what was asked for: "auto" is resolved again when loading.
         compat.record_compile_argument(self, "jit_compile", jit_compile)
-        self._task_loss_fn = keras.losses.get(loss)
+        self._task_loss_fn = task_loss(loss, kwargs.get("loss_weights"))
+        self._output_loss_trackers = []
+        if isinstance(self._task_loss_fn, StructuredLoss):
+            # Each output's query loss, logged as Keras logs it.
+            self._output_loss_trackers = [
+                keras.metrics.Mean(name=f"{label}_loss")
+                for label in self._task_loss_fn.labels(self.model)
+            ]
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Re-compiles a loaded meta-model from its saved compile config."""
@@ -278,13 +287,18 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
 
     def compute_output_spec(self, inputs, training=None):
         query = inputs["query_x"]
-        num_tasks, num_query = query.shape[:2]
-        flat_shape = (None, *query.shape[2:])
+        num_tasks, num_query = keras.tree.flatten(query)[0].shape[:2]
         spec = self.model.compute_output_spec(
-            keras.KerasTensor(flat_shape, dtype=query.dtype)
+            keras.tree.map_structure(
+                lambda q: keras.KerasTensor((None, *q.shape[2:]), q.dtype),
+                query,
+            )
         )
-        return keras.KerasTensor(
-            (num_tasks, num_query, *spec.shape[1:]), dtype=spec.dtype
+        return keras.tree.map_structure(
+            lambda s: keras.KerasTensor(
+                (num_tasks, num_query, *s.shape[1:]), dtype=s.dtype
+            ),
+            spec,
         )
 
     def adapt(
@@ -318,14 +332,20 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             self.evaluation_inner_steps if inner_steps is None else inner_steps
         )
         check_positive_int("inner_steps", steps, allow_zero=True)
-        support_x = ops.convert_to_tensor(support_x)
-        support_y = ops.convert_to_tensor(support_y)
-        received = (
-            f"support_x.shape={tuple(support_x.shape)}, "
-            f"support_y.shape={tuple(support_y.shape)}"
+        support_x, support_y = keras.tree.map_structure(
+            ops.convert_to_tensor, (support_x, support_y)
         )
-        support_x = ops.expand_dims(support_x, 0)
-        support_y = ops.expand_dims(support_y, 0)
+        received = ", ".join(
+            f"{name}.shape={tuple(t.shape)}"
+            for name, value in (
+                ("support_x", support_x),
+                ("support_y", support_y),
+            )
+            for t in keras.tree.flatten(value)
+        )
+        support_x, support_y = keras.tree.map_structure(
+            lambda t: ops.expand_dims(t, 0), (support_x, support_y)
+        )
         try:
             episode = validate_episode(
                 {
@@ -354,7 +374,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             fast = parts.layout.merge(
                 [value[0] for value in adaptation.fast], frozen
             )
-        adapted = keras.models.clone_model(self.model)
+        adapted = _clone(self.model)
         if not adapted.built:
             adapted.build_from_config(self.model.get_build_config())
         # Assign tensors, not NumPy arrays: `get_weights` and
@@ -448,3 +468,21 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         compat.assert_compile_called(self, "evaluate")
         kwargs["callbacks"] = with_guard(kwargs.get("callbacks"))
         return super().evaluate(*args, **kwargs)
+
+
+def _clone(model: keras.Model) -> keras.Model:
+    """A new model like `model`, made from its config (`adapt`)."""
+    try:
+        return keras.models.clone_model(model)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"`adapt` returns a new copy of the wrapped model "
+            f"{model.name!r}, which Keras builds from the model's config, "
+            f"but {type(model).__name__} cannot be rebuilt from it "
+            f"({str(error).splitlines()[0]}). "
+            "For a subclassed model, accept `**kwargs` in `__init__` and "
+            "pass them to `super().__init__(**kwargs)`, and return the "
+            "constructor's other arguments from `get_config()` (as "
+            "`.keras` saving needs too). `predict` and `evaluate` adapt "
+            "without copying the model."
+        ) from None
