@@ -199,9 +199,10 @@ def load_data(
 
     Raises:
         ValueError: for bad arguments, overlapping archives, split sizes
-            larger than the archives, or a zip that is corrupt or fails
-            its checksum.
+            larger than the archives, a zip that is corrupt or fails its
+            checksum, or a malformed checksum file.
         FileNotFoundError: if `source_dir` or a zip in it is missing.
+        NotADirectoryError: if `source_dir` is a file.
 
     Example:
 
