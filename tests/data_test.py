@@ -216,12 +216,45 @@ def test_sinusoid_passes_pydataset_arguments():
         ),
         ({"input_range": (1, 2, 3)}, "`input_range` must be a pair"),
         ({"input_range": ("a", 1)}, "`input_range` must be a pair"),
+        (
+            {"amplitude_range": (0, math.inf)},
+            "`amplitude_range` must hold finite numbers that fit in float32 "
+            "(the tasks are float32; |value| <= 3.4e+38). Received: "
+            "amplitude_range=(0, inf)",
+        ),
+        (
+            {"phase_range": (math.nan, 1.0)},
+            "`phase_range` must hold finite numbers",
+        ),
+        (
+            {"input_range": (-1e300, 1e300)},
+            "`input_range` must hold finite numbers that fit in float32",
+        ),
+        (
+            {"amplitude_range": (0, 1e39)},
+            "Received: amplitude_range=(0, 1e+39)",
+        ),
+        ({"seed": -1}, "`seed` must be a non-negative integer"),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )
 def test_sinusoid_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         SinusoidTasks(**kwargs)
+
+
+def test_sinusoid_extreme_but_valid_ranges_stay_finite():
+    float32_max = float(np.finfo(np.float32).max)
+    tasks = SinusoidTasks(
+        shots=50,
+        tasks_per_batch=4,
+        num_batches=1,
+        amplitude_range=(float32_max / 2, float32_max),
+        input_range=(-1e30, 1e30),
+    )
+    x, query_y = tasks[0]
+    for array in (*x.values(), query_y):
+        assert np.all(np.isfinite(array))
 
 
 @pytest.mark.parametrize("make", [SinusoidTasks, EpisodeDataset])
@@ -231,8 +264,15 @@ def test_seed_none_names_the_argument(make):
         args = (array, array, array)
     else:
         args = ()
-    with pytest.raises(ValueError, match=r"`seed` must be an integer"):
-        make(*args, seed=None)
+    for seed in (None, 1.0, -1):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                f"`seed` must be a non-negative integer (NumPy's generators "
+                f"take no negative seeds). Received: seed={seed!r}"
+            ),
+        ):
+            make(*args, seed=seed)
 
 
 # ----------------------------------------------------------------------
