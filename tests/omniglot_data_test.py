@@ -206,6 +206,8 @@ def test_catalog_matches_the_zips(source, archive):
         (dict(image_size=28.0), "Received: image_size=28.0"),
         (dict(image_size=True), "Received: image_size=True"),
         (dict(reader="pil"), "Received: reader='pil'"),
+        (dict(seed=-1), "Received: seed=-1"),
+        (dict(seed=None), "`seed` must be a non-negative integer"),
         (dict(split_sizes=(1, -1)), r"Received: split_sizes\[1\]=-1"),
         (dict(split_sizes=(1.5, 2)), r"Received: split_sizes\[0\]=1.5"),
         (dict(split_sizes=(1, 2, 3)), "pair of non-negative"),
