@@ -216,12 +216,45 @@ def test_sinusoid_passes_pydataset_arguments():
         ),
         ({"input_range": (1, 2, 3)}, "`input_range` must be a pair"),
         ({"input_range": ("a", 1)}, "`input_range` must be a pair"),
+        (
+            {"amplitude_range": (0, math.inf)},
+            "`amplitude_range` must hold finite numbers that fit in float32 "
+            "(the tasks are float32; |value| <= 3.4e+38). Received: "
+            "amplitude_range=(0, inf)",
+        ),
+        (
+            {"phase_range": (math.nan, 1.0)},
+            "`phase_range` must hold finite numbers",
+        ),
+        (
+            {"input_range": (-1e300, 1e300)},
+            "`input_range` must hold finite numbers that fit in float32",
+        ),
+        (
+            {"amplitude_range": (0, 1e39)},
+            "Received: amplitude_range=(0, 1e+39)",
+        ),
+        ({"seed": -1}, "`seed` must be a non-negative integer"),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )
 def test_sinusoid_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         SinusoidTasks(**kwargs)
+
+
+def test_sinusoid_extreme_but_valid_ranges_stay_finite():
+    float32_max = float(np.finfo(np.float32).max)
+    tasks = SinusoidTasks(
+        shots=50,
+        tasks_per_batch=4,
+        num_batches=1,
+        amplitude_range=(float32_max / 2, float32_max),
+        input_range=(-1e30, 1e30),
+    )
+    x, query_y = tasks[0]
+    for array in (*x.values(), query_y):
+        assert np.all(np.isfinite(array))
 
 
 @pytest.mark.parametrize("make", [SinusoidTasks, EpisodeDataset])
@@ -231,8 +264,15 @@ def test_seed_none_names_the_argument(make):
         args = (array, array, array)
     else:
         args = ()
-    with pytest.raises(ValueError, match=r"`seed` must be an integer"):
-        make(*args, seed=None)
+    for seed in (None, 1.0, -1):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                f"`seed` must be a non-negative integer (NumPy's generators "
+                f"take no negative seeds). Received: seed={seed!r}"
+            ),
+        ):
+            make(*args, seed=seed)
 
 
 # ----------------------------------------------------------------------
@@ -435,3 +475,152 @@ def test_episode_dataset_errors_name_the_shapes_passed():
 def test_episode_dataset_bad_tasks_per_batch(tasks_per_batch, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         EpisodeDataset(*_arrays(), tasks_per_batch=tasks_per_batch)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "support_x",
+            [[[0.0], [1.0]], [[0.0]]],
+            "Expected `support_x` to be an array shaped (num_tasks, "
+            "examples, ...), with as many examples in every task. Received "
+            "a ragged nested sequence",
+        ),
+        (
+            "support_y",
+            np.full((2, 2, 1), "cat"),
+            "Expected `support_y` to hold real numbers. Received: support_y "
+            "of dtype <U3. Convert it to a numeric array first (string "
+            "labels map to integers",
+        ),
+        (
+            "query_x",
+            np.zeros((2, 3, 1), complex),
+            "Expected `query_x` to hold real numbers. Received: query_x of "
+            "dtype complex128.",
+        ),
+        (
+            "query_x",
+            np.where(np.arange(6).reshape(2, 3, 1) == 4, np.nan, 0.0),
+            "Expected finite values in `query_x`. Received: 1 NaN or "
+            "infinite values, the first at index (1, 1, 0) (task 1).",
+        ),
+        (
+            "query_y",
+            np.full((2, 3, 1), np.inf, "float32"),
+            "Expected finite values in `query_y`. Received: 6 NaN or "
+            "infinite values, the first at index (0, 0, 0)",
+        ),
+    ],
+    ids=["ragged", "strings", "complex", "nan", "inf"],
+)
+def test_episode_dataset_bad_values(key, value, message):
+    arrays = dict(
+        zip(
+            ("support_x", "support_y", "query_x", "query_y"),
+            _arrays(num_tasks=2),
+        )
+    )
+    arrays[key] = value
+    with pytest.raises(ValueError, match=re.escape(message)):
+        EpisodeDataset(**arrays)
+
+
+# ----------------------------------------------------------------------
+# EpisodeDataset(num_classes=...): class ids checked at construction
+# ----------------------------------------------------------------------
+def _classification_arrays(num_tasks=3, ways=4, shots=2):
+    x = np.zeros((num_tasks, ways * shots, 2), "float32")
+    y = np.tile(np.arange(ways, dtype="int32").repeat(shots), (num_tasks, 1))
+    return x, y, x, y
+
+
+def test_episode_dataset_num_classes_accepts_class_ids():
+    support_x, support_y, query_x, query_y = _classification_arrays()
+    dataset = EpisodeDataset(
+        support_x, support_y, query_x, query_y, num_classes=4
+    )
+    assert dataset.num_classes == 4
+    x, y = dataset[0]
+    np.testing.assert_array_equal(x["support_y"], support_y[:1])
+    np.testing.assert_array_equal(y, query_y[:1])
+    # A trailing axis of 1, and no query labels (prediction), also pass.
+    EpisodeDataset(
+        support_x,
+        support_y[..., None],
+        query_x,
+        query_y[..., None],
+        num_classes=4,
+    )
+    EpisodeDataset(support_x, support_y, query_x, num_classes=4)
+    # Without `num_classes`, targets are not read as labels (regression).
+    EpisodeDataset(support_x, support_y + 0.5, query_x, query_y - 7)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda a: a.update(query_y=a["query_y"] - 1),
+            "Expected `query_y` to hold class ids in [0, num_classes) = "
+            "[0, 4). Received: 6 labels outside it, with values -1 (the "
+            "first at task 0, example 0). Number the classes of each task "
+            "0..3 (as `kerameta.data.FewShotTasks` does), or pass the right "
+            "`num_classes`.",
+        ),
+        (
+            lambda a: a["support_y"].__setitem__((2, 5), 9),
+            "Expected `support_y` to hold class ids in [0, num_classes) = "
+            "[0, 4). Received: 1 labels outside it, with values 9 (the "
+            "first at task 2, example 5).",
+        ),
+        (
+            lambda a: a.update(support_y=a["support_y"] + 0.5),
+            "Expected `support_y` to hold integer class ids in [0, "
+            "num_classes) = [0, 4). Received: support_y of dtype float64 "
+            "(first values: [0.5, 0.5, 1.5, 1.5, 2.5]); a sparse loss would "
+            "truncate them.",
+        ),
+        (
+            lambda a: a.update(query_y=a["query_y"] == 1),
+            "Expected `query_y` to hold integer class ids",
+        ),
+        (
+            lambda a: a.update(support_y=np.eye(4)[a["support_y"]]),
+            "With `num_classes`, expected `support_y` to hold one class id "
+            "per example, shaped (num_tasks, examples) or (num_tasks, "
+            "examples, 1). Received: support_y.shape=(3, 8, 4). For one-hot "
+            "labels, pass `support_y.argmax(-1)`",
+        ),
+        (
+            lambda a: a.update(num_classes=0),
+            "`num_classes` must be a positive integer. Received: num_classes=0",
+        ),
+        (
+            lambda a: a.update(num_classes=4.0),
+            "Received: num_classes=4.0",
+        ),
+    ],
+    ids=[
+        "negative",
+        "too_large",
+        "float",
+        "bool",
+        "one_hot",
+        "zero",
+        "float_n",
+    ],
+)
+def test_episode_dataset_num_classes_refuses_bad_labels(change, message):
+    arrays = dict(
+        zip(
+            ("support_x", "support_y", "query_x", "query_y"),
+            _classification_arrays(),
+        ),
+        num_classes=4,
+    )
+    arrays["support_y"] = arrays["support_y"].copy()
+    change(arrays)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        EpisodeDataset(**arrays)

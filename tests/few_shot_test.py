@@ -1,6 +1,7 @@
 """`FewShotTasks`, `split_classes`, the backbones and `meta_test`."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -182,6 +183,9 @@ def test_tf_data_input(backend):
         ({"shots": 0}, "`shots` must be a positive integer"),
         ({"rotations": (0, 45)}, "Expected `rotations`"),
         ({"tasks_per_batch": 1.5}, "`tasks_per_batch` must be a positive"),
+        ({"query_shots": 0}, "Received: query_shots=0"),
+        ({"num_batches": -2}, "Received: num_batches=-2"),
+        ({"seed": -1}, "`seed` must be a non-negative integer"),
     ],
 )
 def test_bad_episode_settings(kwargs, match):
@@ -208,6 +212,50 @@ def test_bad_images_and_labels():
         FewShotTasks(images, ways=2)
     with pytest.raises(ValueError, match=r"\(image, label\) pairs"):
         FewShotTasks([images[0], images[1]], ways=2)
+    with pytest.raises(
+        ValueError,
+        match=r"Expected `images` to hold real numbers \(e\.g\. uint8 or "
+        r"float32 pixels\)\. Received: images of dtype <U1\.",
+    ):
+        FewShotTasks(np.full(images.shape, "a"), labels, ways=2)
+    with pytest.raises(ValueError, match="dtype complex64"):
+        FewShotTasks(images.astype("complex64"), labels, ways=2)
+    with_nan = images.copy()
+    with_nan[4, 1, 2, 0] = np.nan
+    with pytest.raises(
+        ValueError,
+        match=r"Expected finite pixel values in `images`\. Received: 1 NaN "
+        r"or infinite values, the first in image 4\.",
+    ):
+        FewShotTasks(with_nan, labels, ways=2)
+
+
+def test_any_integer_class_ids_become_episode_labels_0_to_ways():
+    # Negative and huge ids are class names, not indices: each episode
+    # numbers its classes 0..ways-1.
+    images, labels = _traceable_images(num_classes=4, per_class=3)
+    ids = np.array([-5, 0, 2**40, -(2**40)])[
+        np.unique(labels, return_inverse=True)[1]
+    ]
+    tasks = FewShotTasks(images, ids, ways=3, shots=1, query_shots=2)
+    x, query_y = tasks[0]
+    for labels_ in (x["support_y"], query_y):
+        assert labels_.dtype == np.int32
+        assert labels_.min() == 0 and labels_.max() == 2
+    for t in range(len(query_y)):
+        _check_task(x, query_y, t, ids, ways=3, shots=1, query_shots=2)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, None])
+def test_split_classes_bad_seed(seed):
+    images, labels = _traceable_images(num_classes=4, per_class=2)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"`seed` must be a non-negative integer. Received: seed={seed!r}"
+        ),
+    ):
+        kerameta.data.split_classes(images, labels, (2, None), seed=seed)
 
 
 def test_split_classes_is_disjoint_and_seeded():

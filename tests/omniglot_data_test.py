@@ -7,6 +7,7 @@ characters); the full set is behind `--run-slow`. The TFDS tests need
 """
 
 import pathlib
+import re
 import shutil
 import zipfile
 
@@ -18,6 +19,7 @@ from kerameta.datasets import omniglot
 from kerameta.src.datasets.omniglot import api
 from kerameta.src.datasets.omniglot import catalog
 from kerameta.src.datasets.omniglot import images
+from kerameta.src.datasets.omniglot import sources
 from kerameta.src.datasets.omniglot import tfds_builder
 from kerameta.src.datasets.omniglot import zip_reader
 
@@ -204,6 +206,8 @@ def test_catalog_matches_the_zips(source, archive):
         (dict(image_size=28.0), "Received: image_size=28.0"),
         (dict(image_size=True), "Received: image_size=True"),
         (dict(reader="pil"), "Received: reader='pil'"),
+        (dict(seed=-1), "Received: seed=-1"),
+        (dict(seed=None), "`seed` must be a non-negative integer"),
         (dict(split_sizes=(1, -1)), r"Received: split_sizes\[1\]=-1"),
         (dict(split_sizes=(1.5, 2)), r"Received: split_sizes\[0\]=1.5"),
         (dict(split_sizes=(1, 2, 3)), "pair of non-negative"),
@@ -244,6 +248,97 @@ def test_missing_source(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="No folder was given"):
         omniglot.load_data(split_sizes=(100, 16), **kwargs)
     assert not data_dir.exists()
+
+
+def test_source_dir_that_is_a_file(tmp_path):
+    data_dir = tmp_path / "data"
+    kwargs = dict(
+        data_dir=data_dir,
+        archives=("small1",),
+        split_sizes=(100, 16),
+        reader="zip",
+    )
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("")
+    with pytest.raises(NotADirectoryError) as info:
+        omniglot.load_data(not_a_folder, **kwargs)
+    message = str(info.value)
+    assert f"{str(not_a_folder)!r} is a file, not a folder" in message
+    assert "does not exist" not in message and SMALL1 in message
+    # The zip itself instead of its folder: the fix names the folder.
+    a_zip = tmp_path / SMALL1
+    a_zip.write_bytes(b"")
+    with pytest.raises(
+        NotADirectoryError,
+        match=re.escape(
+            f"pass the folder that holds it, source_dir={str(tmp_path)!r}"
+        ),
+    ):
+        omniglot.load_data(a_zip, **kwargs)
+    assert not data_dir.exists()
+
+
+_GOOD_LINE = (
+    "https://example.org/images_background_small1.zip\t1319022\t"
+    + "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4"
+)
+
+
+@pytest.mark.parametrize(
+    "bad_line, problem",
+    [
+        (
+            _GOOD_LINE.replace("1319022", "1.3 MB"),
+            "the size '1.3 MB' is not a whole number of bytes",
+        ),
+        (
+            _GOOD_LINE.replace("\t1319022", ""),
+            "expected 3 or 4 tab-separated fields, found 2",
+        ),
+        (
+            _GOOD_LINE.replace("f38eb80f", "F38EB80F"),
+            "is not 64 lowercase hex digits",
+        ),
+        (_GOOD_LINE[:-1], "is not 64 lowercase hex digits"),
+    ],
+    ids=["size", "fields", "uppercase", "short_sha256"],
+)
+def test_malformed_checksum_file(tmp_path, bad_line, problem):
+    path = tmp_path / omniglot.CHECKSUMS_FILENAME
+    # Comments, blank lines and TFDS's space-separated form are accepted.
+    lines = ["# comment", "", _GOOD_LINE.replace("\t", " "), bad_line]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as info:
+        sources.read_checksums(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"Malformed line 4 of the checksum file {str(path)!r}: "
+    )
+    assert problem in message
+    assert "url<TAB>size<TAB>sha256" in message
+    assert f"Received: {bad_line!r}" in message
+    path.write_text("\n".join(lines[:3]) + "\n")
+    assert sources.read_checksums(path) == {SMALL1: (1319022, _GOOD_LINE[-64:])}
+
+
+def test_malformed_checksum_file_stops_both_readers(source, tmp_path):
+    broken = _copy_source(source, tmp_path / "source", SMALL1)
+    path = broken / omniglot.CHECKSUMS_FILENAME
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1].replace("\t", "\t12 34\t", 1)
+    path.chmod(0o644)
+    path.write_text("\n".join(lines) + "\n")
+    match = re.escape(f"Malformed line 2 of the checksum file {str(path)!r}")
+    data_dir = tmp_path / "data"
+    kwargs = dict(
+        data_dir=data_dir, archives=("small1",), split_sizes=(100, 16)
+    )
+    with pytest.raises(ValueError, match=match):
+        omniglot.load_data(broken, reader="zip", **kwargs)
+    if api.has_tfds():
+        with pytest.raises(ValueError, match=match):
+            omniglot.load_data(broken, reader="tfds", **kwargs)
+    assert not data_dir.exists() or _files(data_dir) == []
 
 
 @pytest.mark.parametrize("checksums", [True, False])

@@ -8,6 +8,89 @@ from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
 
 
+def _as_array(name: str, value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except ValueError as error:
+        raise ValueError(
+            f"Expected `{name}` to be an array shaped (num_tasks, examples, "
+            "...), with as many examples in every task. Received a ragged "
+            f"nested sequence ({error}). Give every task the same number of "
+            "examples (drop or pad the extra ones)."
+        ) from None
+    if (
+        array.dtype == object
+        or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool)
+        or np.issubdtype(array.dtype, np.complexfloating)
+    ):
+        hint = (
+            " (string labels map to integers with `np.unique(labels, "
+            "return_inverse=True)[1]`)"
+            if name.endswith("_y")
+            else ""
+        )
+        raise ValueError(
+            f"Expected `{name}` to hold real numbers. Received: {name} of "
+            f"dtype {array.dtype}. Convert it to a numeric array first"
+            f"{hint}."
+        )
+    return array
+
+
+def _first_index(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = _first_index(bad)
+        raise ValueError(
+            f"Expected finite values in `{name}`. Received: {int(bad.sum())} "
+            f"NaN or infinite values, the first at index {index} (task "
+            f"{index[0]}). Fix or drop the episodes that hold them."
+        )
+
+
+def _check_class_ids(name: str, labels: np.ndarray, num_classes: int) -> None:
+    """Sparse labels: integers in [0, num_classes), one per example."""
+    if labels.ndim == 3 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    if labels.ndim != 2:
+        raise ValueError(
+            f"With `num_classes`, expected `{name}` to hold one class id per "
+            "example, shaped (num_tasks, examples) or (num_tasks, examples, "
+            f"1). Received: {name}.shape={labels.shape}. For one-hot labels, "
+            f"pass `{name}.argmax(-1)`, or leave `num_classes=None` (no "
+            "label check)."
+        )
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"Expected `{name}` to hold integer class ids in [0, "
+            f"num_classes) = [0, {num_classes}). Received: {name} of dtype "
+            f"{labels.dtype} (first values: {labels.ravel()[:5].tolist()}); "
+            "a sparse loss would truncate them. If they are whole numbers, "
+            f"pass `{name}.astype('int32')`; for regression targets, leave "
+            "`num_classes=None`."
+        )
+    outside = (labels < 0) | (labels >= num_classes)
+    if outside.any():
+        values = np.unique(labels[outside])
+        shown = ", ".join(str(v) for v in values[:5].tolist())
+        task, example = _first_index(outside)
+        raise ValueError(
+            f"Expected `{name}` to hold class ids in [0, num_classes) = "
+            f"[0, {num_classes}). Received: {int(outside.sum())} labels "
+            f"outside it, with values {shown}"
+            f"{', ...' if len(values) > 5 else ''} (the first at task "
+            f"{task}, example {example}). Number the classes of each task "
+            f"0..{num_classes - 1} (as `kerameta.data.FewShotTasks` does), "
+            "or pass the right `num_classes`."
+        )
+
+
 class EpisodeDataset(TaskBatches):
     """A `PyDataset` over episodes already held in NumPy arrays.
 
@@ -27,6 +110,12 @@ class EpisodeDataset(TaskBatches):
         shuffle: serve the tasks in a new order each epoch (seeded).
             Defaults to `False`.
         seed: seed of the shuffle. Defaults to `0`.
+        num_classes: for classification episodes with a sparse loss, the
+            number of classes per task (the model's output units): then
+            `support_y` and `query_y` must hold integer class ids in `[0,
+            num_classes)`, shaped `(num_tasks, examples)` or `(num_tasks,
+            examples, 1)`, checked here. Defaults to `None`: no label
+            check (regression, one-hot targets).
         **kwargs: `keras.utils.PyDataset` arguments.
 
     Example:
@@ -48,15 +137,16 @@ class EpisodeDataset(TaskBatches):
         tasks_per_batch: int = 1,
         shuffle: bool = False,
         seed: int = 0,
+        num_classes: int | None = None,
         **kwargs: Any,
     ) -> None:
         arrays = {
-            "support_x": np.asarray(support_x),
-            "support_y": np.asarray(support_y),
-            "query_x": np.asarray(query_x),
+            "support_x": _as_array("support_x", support_x),
+            "support_y": _as_array("support_y", support_y),
+            "query_x": _as_array("query_x", query_x),
         }
         if query_y is not None:
-            arrays["query_y"] = np.asarray(query_y)
+            arrays["query_y"] = _as_array("query_y", query_y)
         num_tasks = {
             k: a.shape[0] if a.ndim else None for k, a in arrays.items()
         }
@@ -93,6 +183,14 @@ class EpisodeDataset(TaskBatches):
                 f"{error} (Checked on the first task; the arrays passed to "
                 f"`EpisodeDataset` have shapes {shapes}.)"
             ) from None
+        for key, array in arrays.items():
+            _check_finite(key, array)
+        if num_classes is not None:
+            num_classes = check_positive_int("num_classes", num_classes)
+            for key in ("support_y", "query_y"):
+                if key in arrays:
+                    _check_class_ids(key, arrays[key], num_classes)
+        self.num_classes = num_classes
         super().__init__(total // self.tasks_per_batch, seed, shuffle, **kwargs)
         self.arrays = arrays
         self.shuffle = bool(shuffle)

@@ -41,6 +41,24 @@ def _as_examples(images: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
             "them to integers first, e.g. with "
             "`np.unique(labels, return_inverse=True)[1]`."
         )
+    if (
+        images.dtype == object
+        or not (np.issubdtype(images.dtype, np.number) or images.dtype == bool)
+        or np.issubdtype(images.dtype, np.complexfloating)
+    ):
+        raise ValueError(
+            "Expected `images` to hold real numbers (e.g. uint8 or float32 "
+            f"pixels). Received: images of dtype {images.dtype}."
+        )
+    if np.issubdtype(images.dtype, np.floating):
+        bad = ~np.isfinite(images)
+        if bad.any():
+            raise ValueError(
+                "Expected finite pixel values in `images`. Received: "
+                f"{int(bad.sum())} NaN or infinite values, the first in "
+                f"image {int(np.argwhere(bad)[0][0])}. Fix or drop those "
+                "images."
+            )
     if images.ndim < 2:
         raise ValueError(
             "Expected `images` shaped (num_images, *image_shape). Received: "
@@ -398,6 +416,7 @@ def split_classes(
     ```
     """
     images, labels = _as_examples(images, labels)
+    seed = check_positive_int("seed", seed, allow_zero=True)
     sizes = list(num_classes)
     if sizes.count(None) > 1 or any(
         s is not None

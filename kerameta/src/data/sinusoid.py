@@ -8,6 +8,9 @@ import numpy as np
 from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
 
+# The tasks are float32: larger bounds would overflow to inf.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def _check_range(name: str, value: Any) -> tuple[float, float]:
     try:
@@ -16,6 +19,14 @@ def _check_range(name: str, value: Any) -> tuple[float, float]:
         raise ValueError(
             f"`{name}` must be a pair (low, high). Received: {name}={value!r}"
         ) from None
+    if not all(
+        math.isfinite(v) and abs(v) <= _FLOAT32_MAX for v in (low, high)
+    ):
+        raise ValueError(
+            f"`{name}` must hold finite numbers that fit in float32 (the "
+            f"tasks are float32; |value| <= {_FLOAT32_MAX:.3g}). Received: "
+            f"{name}={value!r}"
+        )
     if not low <= high:
         raise ValueError(
             f"`{name}` must satisfy low <= high. Received: {name}={value!r}"
@@ -44,9 +55,12 @@ class SinusoidTasks(TaskBatches):
         new_tasks_each_epoch: draw new tasks every epoch (for training);
             `False` repeats the same batches every epoch (for validation
             and testing). Defaults to `False`.
-        amplitude_range: Defaults to `(0.1, 5.0)`.
-        phase_range: Defaults to `(0, pi)`.
-        input_range: Defaults to `(-5.0, 5.0)`.
+        amplitude_range: `(low, high)` of the uniform amplitude, finite,
+            `low <= high`. Defaults to `(0.1, 5.0)`.
+        phase_range: `(low, high)` of the uniform phase, likewise.
+            Defaults to `(0, pi)`.
+        input_range: `(low, high)` of the uniform inputs, likewise.
+            Defaults to `(-5.0, 5.0)`.
         **kwargs: `keras.utils.PyDataset` arguments (`workers`, ...).
 
     Example:

@@ -26,9 +26,14 @@ class TaskBatches(keras.utils.PyDataset):
     ) -> None:
         super().__init__(**kwargs)
         self.num_batches_ = check_positive_int("num_batches", num_batches)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        if (
+            isinstance(seed, bool)
+            or not isinstance(seed, (int, np.integer))
+            or seed < 0
+        ):
             raise ValueError(
-                f"`seed` must be an integer. Received: seed={seed!r}"
+                "`seed` must be a non-negative integer (NumPy's generators "
+                f"take no negative seeds). Received: seed={seed!r}"
             )
         self.seed = int(seed)
         self.new_tasks_each_epoch = bool(new_tasks_each_epoch)

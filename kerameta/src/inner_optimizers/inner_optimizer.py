@@ -65,13 +65,28 @@ class InnerOptimizer(keras.layers.Layer):
     def build_for(self, shapes: list[tuple[int, ...]]) -> None:
         """Creates the optimizer's weights for the adapted tensors.
 
-        Called once by the meta-model. The default creates nothing.
+        Called once by the meta-model. The default creates nothing and
+        records the shapes; an override should call
+        `super().build_for(shapes)`.
 
         Args:
             shapes: the shapes of the adapted weights, in order.
         """
-        del shapes
+        # Keras's `summary()` reads a layer's output shape from
+        # `compute_output_shape(**_build_shapes_dict)`: the optimizer's row
+        # then lists the shapes of the weights it steps, not "?".
+        self._build_shapes_dict = {"shapes": [tuple(s) for s in shapes]}
         self.built = True
+
+    def compute_output_shape(
+        self, shapes: list[tuple[int, ...]]
+    ) -> list[tuple[int, ...]]:
+        """The fast weights after a step: shaped like the adapted weights."""
+        return [tuple(s) for s in shapes]
+
+    def get_build_config(self) -> None:
+        """`None`: the meta-model builds its inner optimizer (`build_for`)."""
+        return None
 
     def apply(
         self,

@@ -69,7 +69,7 @@ class MetaSGD(InnerOptimizer):
             )
             for index, shape in enumerate(shapes)
         ]
-        self.built = True
+        super().build_for(shapes)
 
     def apply(self, fast, directions, step, values):
         del step

@@ -199,9 +199,10 @@ def load_data(
 
     Raises:
         ValueError: for bad arguments, overlapping archives, split sizes
-            larger than the archives, or a zip that is corrupt or fails
-            its checksum.
+            larger than the archives, a zip that is corrupt or fails its
+            checksum, or a malformed checksum file.
         FileNotFoundError: if `source_dir` or a zip in it is missing.
+        NotADirectoryError: if `source_dir` is a file.
 
     Example:
 
@@ -215,6 +216,7 @@ def load_data(
     archives = check_archives(archives)
     n_train, n_val = check_split_sizes(split_sizes, archives)
     image_size = checks.check_positive_int("image_size", image_size)
+    seed = checks.check_positive_int("seed", seed, allow_zero=True)
     reader = check_reader(reader)
     source_dir = sources.resolve_source_dir(source_dir)
     data_dir = (

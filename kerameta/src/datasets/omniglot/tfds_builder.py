@@ -94,11 +94,12 @@ def builder_class() -> type:
                     f"{sorted(known)}. Received: splits={splits!r}"
                 )
             self._splits = splits
-            self._extra_url_infos = (
-                checksums.load_url_infos(checksums_path)
-                if checksums_path is not None
-                else {}
-            )
+            self._extra_url_infos = {}
+            if checksums_path is not None:
+                # TFDS's parser fails on a bad line with a bare "invalid
+                # literal for int()": check the file first, clearly.
+                sources.read_checksums(pathlib.Path(os.fspath(checksums_path)))
+                self._extra_url_infos = checksums.load_url_infos(checksums_path)
             super().__init__(**kwargs)
 
         @property

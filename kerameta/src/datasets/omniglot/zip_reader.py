@@ -2,9 +2,9 @@
 
 Like TFDS, it checks each zip's size and sha256 first: against
 `tfds_checksums.tsv` in the zip's folder when that lists the file, else
-against the upstream values. The few lines that parse the checksum file
-stand in for TFDS's `checksums.load_url_infos`, which would import
-TensorFlow.
+against the upstream values. `sources.read_checksums` parses the
+checksum file in place of TFDS's `checksums.load_url_infos`, which would
+import TensorFlow.
 """
 
 import hashlib
@@ -25,27 +25,12 @@ _PNG_NAME = re.compile(
 )
 
 
-def read_checksums(path: pathlib.Path) -> dict[str, tuple[int, str]]:
-    """`{file name: (size, sha256)}` from a TFDS checksum file.
-
-    Its lines are `url<TAB>size<TAB>sha256[<TAB>file name]`; the file
-    name defaults to the last part of the URL.
-    """
-    result = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.strip().split("\t")
-        if len(fields) >= 3 and not line.startswith("#"):
-            name = fields[3] if len(fields) > 3 and fields[3] else fields[0]
-            result[name.rsplit("/", 1)[-1]] = (int(fields[1]), fields[2])
-    return result
-
-
 def verify(path: pathlib.Path) -> None:
     """Raises `ValueError` unless the zip has the expected size and sha256."""
     checksum_file = sources.checksums_path(path.parent)
     expected = None
     if checksum_file is not None:
-        expected = read_checksums(checksum_file).get(path.name)
+        expected = sources.read_checksums(checksum_file).get(path.name)
         origin = str(checksum_file)
     if expected is None:
         expected = catalog.UPSTREAM_CHECKSUMS[path.name]
