@@ -1,4 +1,7 @@
-"""`StaticTaskCount`: remembers the tasks per batch that `fit` will see.
+"""`StaticTaskCount`: checks the first batch, notes the tasks per batch.
+
+Every backend: the first batch is checked on the host (see
+`engine.first_batch`).
 
 On TensorFlow, the seam loops over the tasks of a batch in Python while
 Keras traces its step, so the task count must be static; Keras's TF data
@@ -12,7 +15,7 @@ by their `element_spec`.
 
 import keras
 
-from kerameta.src.episodes import validate_episode
+from kerameta.src.engine.first_batch import check_first_batch
 
 
 def _tasks_per_batch(data, batch_size=None):
@@ -42,27 +45,33 @@ def _tasks_per_batch(data, batch_size=None):
     return None
 
 
-def _validate_first_batch(data, require_query_y):
-    """Checks the first batch of a `PyDataset` with its concrete shapes.
-
-    The traced step sees the task axis as `None`, so there a task-count
-    mismatch would only fail in `tf.ensure_shape`, without a message.
-    """
-    if not isinstance(data, keras.utils.PyDataset):
+def _check_equal_batches(data, batch_size) -> None:
+    """TF traces one task count: every batch of arrays must have it."""
+    if not (isinstance(data, dict) and "support_x" in data):
         return
-    batch = data[0]
-    batch = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
-    validate_episode(x, y, require_query_y=require_query_y)
+    shape = getattr(keras.tree.flatten(data["support_x"])[0], "shape", None)
+    if not shape or shape[0] is None:
+        return
+    num_tasks, size = int(shape[0]), 32 if batch_size is None else batch_size
+    if num_tasks > size and num_tasks % size:
+        raise ValueError(
+            "On the TensorFlow backend every batch must hold the same number "
+            f"of tasks (kerameta traces its task loop once), but {num_tasks} "
+            f"tasks in batches of {size} leave a last batch of "
+            f"{num_tasks % size}. Pass a `batch_size` that divides "
+            f"{num_tasks}, or drop the last {num_tasks % size} tasks."
+        )
 
 
 class StaticTaskCount:
-    """Mixin for a `keras.Model`: notes the tasks per batch (TF only)."""
+    """Mixin for a `keras.Model`: checks the first batch on the host, and
+    notes the tasks per batch (TF only)."""
 
-    def _remember_tasks_per_batch(self, mode, data, batch_size=None):
+    def _remember_tasks_per_batch(self, mode, data, y=None, batch_size=None):
+        check_first_batch(self, mode, data, y, batch_size)
         if keras.config.backend() != "tensorflow":
             return
-        _validate_first_batch(data, require_query_y=mode != "predict")
+        _check_equal_batches(data, batch_size)
         hints = self.__dict__.setdefault("_static_tasks_per_batch", {})
         num_tasks = _tasks_per_batch(data, batch_size)
         if hints.get(mode) != num_tasks:
@@ -71,18 +80,21 @@ class StaticTaskCount:
             setattr(self, f"{mode}_function", None)
 
     def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        self._remember_tasks_per_batch("train", x, batch_size)
+        self._remember_tasks_per_batch("train", x, y, batch_size)
         validation_data = kwargs.get("validation_data")
         if validation_data is not None:
+            vx, vy = validation_data, None
+            if isinstance(validation_data, tuple):
+                vx, vy = (validation_data + (None,))[:2]
             self._remember_tasks_per_batch(
-                "test", validation_data, kwargs.get("validation_batch_size")
+                "test", vx, vy, kwargs.get("validation_batch_size")
             )
         return super().fit(x, y, batch_size, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        self._remember_tasks_per_batch("test", x, batch_size)
+        self._remember_tasks_per_batch("test", x, y, batch_size)
         return super().evaluate(x, y, batch_size, *args, **kwargs)
 
     def predict(self, x, batch_size=None, *args, **kwargs):
-        self._remember_tasks_per_batch("predict", x, batch_size)
+        self._remember_tasks_per_batch("predict", x, None, batch_size)
         return super().predict(x, batch_size, *args, **kwargs)

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from kerameta.src import co_learners
+from kerameta.src import compat
 from kerameta.src import gradient_sharing as gradient_sharing_lib
 from kerameta.src import inner_optimizers
 from kerameta.src import task_weightings
@@ -78,6 +79,19 @@ def check_model(model: Any) -> None:
             "without its own `build()` is marked built by `model.build("
             "input_shape)` before its layers create their weights: call it "
             "once on a batch instead, e.g. `model(x[:1])`."
+        )
+    stateful = [
+        layer.name
+        for layer in compat.flatten_layers(model)
+        if getattr(layer, "stateful", False) is True
+    ]
+    if stateful:
+        raise ValueError(
+            f"The model {model.name!r} has stateful recurrent layers "
+            f"{stateful} (`stateful=True`), which carry their state from "
+            "one batch to the next. Meta-learning runs each task on its own, "
+            "from the same weights, so kerameta cannot keep that state: "
+            "build the layers with `stateful=False` (the default)."
         )
 
 
