@@ -32,6 +32,8 @@ def host_batch(data: Any, y: Any = None, batch_size: int | None = None):
         batch = tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
         x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
         return x, y
+    if isinstance(data, np.ndarray):
+        return data, y  # not an episode dict: `validate_episode` says so
     if isinstance(data, dict) and "support_x" in data:
         arrays = keras.tree.flatten((data, y))
         if not all(isinstance(a, np.ndarray) for a in arrays):
