@@ -154,14 +154,10 @@ def second_order_safe():
 
 def with_static_task_axis(tensors, num_tasks):
     """Sets the task axis Keras's TF adapters leave `None` to `num_tasks`."""
-    if num_tasks is None:
-        return tensors
 
     def ensure(t):
-        if t.shape[0] is not None:
+        if num_tasks is None or t is None or t.shape[0] is not None:
             return t
         return tf.ensure_shape(t, [num_tasks] + t.shape.as_list()[1:])
 
-    return [
-        None if t is None else tf.nest.map_structure(ensure, t) for t in tensors
-    ]
+    return tf.nest.map_structure(ensure, tensors)

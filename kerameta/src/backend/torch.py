@@ -200,15 +200,11 @@ no_grad = torch.no_grad
 
 @contextlib.contextmanager
 def random_scope(keys):
-    """Keras's unseeded torch dropout draws from torch's global generator:
-    seed it, for this call only, from the call's seed states."""
-    if keys is None:
-        yield
-        return
-    seed = int(torch.sum(keys.to(torch.int64) * (1 + torch.arange(2)))) & (
-        0xFFFFFFFF
-    )
-    devices = [keys.device.index or 0] if keys.is_cuda else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    """Seeds torch's global generator, which Keras's unseeded dropout draws
+    from, with the call's seed states (`keys`), for this call only."""
+    seed = int(torch.sum(keys.to(torch.int64) * torch.tensor([1, 2])))
+    with torch.random.fork_rng(
+        [keys.device.index or 0] if keys.is_cuda else []
+    ):
+        torch.manual_seed(seed & 0xFFFFFFFF)
         yield

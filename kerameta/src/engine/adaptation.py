@@ -5,6 +5,7 @@ meta-learned values, an episode) and never the meta-model, so this module
 imports nothing from `models/`.
 """
 
+import contextlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class Components:
         unseeded random ops draw from (PyTorch's global generator).
         """
         if keys is None:
-            return non_trainable, seam.random_scope(None)
+            return non_trainable, contextlib.nullcontext()
         return self.random.substitute(non_trainable, keys), seam.random_scope(
             keys
         )
