@@ -153,12 +153,14 @@ def test_task_count_mismatch_in_fit(shapes, received):
         _maml().fit(_Batches(_episode(**shapes)), verbose=0)
 
 
-def test_task_count_mismatch_in_arrays_is_caught_by_keras():
-    # Given as arrays, Keras splits them into batches itself and refuses
-    # arrays of different lengths before kerameta sees a batch.
+def test_task_count_mismatch_in_arrays_is_caught_before_keras():
+    # Given as arrays, the first batch is checked on the host before Keras
+    # splits them (Keras would say "Data cardinality is ambiguous").
     x, y = _episode(query_x=(3, 4, 1))
     with pytest.raises(
-        ValueError, match=r"Data cardinality is ambiguous.*sizes: 3, 2, 2"
+        ValueError,
+        match=r"Expected the same number of tasks \(axis 0\).*query_x\.shape="
+        r"\(3, 4, 1\)",
     ):
         _maml().fit(x, y, verbose=0)
 

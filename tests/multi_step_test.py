@@ -143,9 +143,9 @@ class _CountingMultiStep(MultiStep):
         self.calls = {True: 0, False: 0}
         gradients = loop.gradients
 
-        def counted(fast, create_graph):
+        def counted(fast, create_graph, step=None):
             self.calls[create_graph] += 1
-            return gradients(fast, create_graph)
+            return gradients(fast, create_graph, step)
 
         loop.gradients = counted
         return super().run_inner_loop(loop, fast, inner_steps)
