@@ -258,3 +258,32 @@ def test_tasks_per_batch_may_vary_elsewhere():
     if BACKEND == "tensorflow":
         pytest.skip("TensorFlow refuses it (see the table)")
     tasks_per_batch_vary_on_tensorflow()  # runs: no error
+
+
+class _Ragged(keras.utils.PyDataset):
+    """Two full batches of 2 tasks, then a last one of 1."""
+
+    def __init__(self):
+        super().__init__()
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, index):
+        tasks = 1 if index == 2 else 2
+        return episodes(
+            (tasks, 3, 1), (tasks, 3, 1), (tasks, 4, 1), (tasks, 4, 1)
+        )
+
+
+def test_a_dataset_with_a_short_last_batch():
+    meta = maml()
+    if BACKEND != "tensorflow":
+        meta.fit(_Ragged(), epochs=1, verbose=0)  # shapes are concrete
+        return
+    with pytest.raises(
+        ValueError,
+        match=r"the first and last batches of this dataset hold \[1, 2\] "
+        r"tasks\. Serve full batches only",
+    ):
+        meta.fit(_Ragged(), epochs=1, verbose=0)

@@ -29,12 +29,13 @@ def _tasks_per_batch(data, batch_size=None):
         spec = data.element_spec
         spec = spec[0] if isinstance(spec, tuple) else spec
         if isinstance(spec, dict) and "support_x" in spec:
-            return spec["support_x"].shape[0]
+            return keras.tree.flatten(spec["support_x"])[0].shape[0]
         return None
     if isinstance(data, (tuple, list)) and data:
         return _tasks_per_batch(data[0], batch_size)
     if isinstance(data, dict) and "support_x" in data:
-        shape = getattr(data["support_x"], "shape", None)
+        first = keras.tree.flatten(data["support_x"])[0]
+        shape = getattr(first, "shape", None)
         num_tasks = None if shape is None else shape[0]
         num_tasks = None if num_tasks is None else int(num_tasks)
         if batch_size is None or num_tasks is None:
@@ -46,7 +47,22 @@ def _tasks_per_batch(data, batch_size=None):
 
 
 def _check_equal_batches(data, batch_size) -> None:
-    """TF traces one task count: every batch of arrays must have it."""
+    """TF traces one task count: every batch must have it."""
+    if isinstance(data, keras.utils.PyDataset):
+        try:
+            last = len(data) - 1
+        except TypeError:  # no length: an endless dataset
+            return
+        counts = {_tasks_per_batch(data[i]) for i in {0, max(last, 0)}}
+        if len(counts - {None}) > 1:
+            raise ValueError(
+                "On the TensorFlow backend every batch must hold the same "
+                "number of tasks (kerameta traces its task loop once), but "
+                f"the first and last batches of this dataset hold "
+                f"{sorted(counts - {None})} tasks. Serve full batches only "
+                "(drop the remainder)."
+            )
+        return
     if not (isinstance(data, dict) and "support_x" in data):
         return
     shape = getattr(keras.tree.flatten(data["support_x"])[0], "shape", None)
