@@ -248,3 +248,30 @@ def test_seed_states_are_found_and_advance_by_one_per_meta_step():
     np.testing.assert_array_equal(to_numpy(state.value), before)
     meta.fit(x, y, batch_size=3, epochs=2, verbose=0)
     np.testing.assert_array_equal(to_numpy(state.value), before + [0, 2])
+
+
+def test_augmentation_and_spatial_dropout_in_a_conv_net_train():
+    seed_everything()
+    net = keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.RandomFlip("horizontal"),
+            keras.layers.SpatialDropout2D(0.3),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    meta = _meta(net, inner_learning_rate=0.1)
+    rng = np.random.default_rng(0)
+    x = {
+        "support_x": rng.normal(size=(3, 4, 6, 6, 1)).astype("float32"),
+        "support_y": rng.normal(size=(3, 4, 1)).astype("float32"),
+        "query_x": np.ones((3, 4, 6, 6, 1), "float32"),
+    }
+    predictions = to_numpy(meta.predict(x, batch_size=3, verbose=0))
+    assert not np.allclose(predictions[0], predictions[1])
+    history = meta.fit(
+        x, np.zeros((3, 4, 1), "float32"), batch_size=3, verbose=0
+    )
+    assert np.isfinite(history.history["loss"]).all()
