@@ -58,7 +58,9 @@ class Components:
         return y_pred
 
     def mean_task_loss(self, y_true, y_pred):
-        return ops.mean(self.task_loss(y_true, y_pred))
+        # Not `ops.mean`: on JAX and torch it averages float64 in float32.
+        losses = self.task_loss(y_true, y_pred)
+        return ops.sum(losses) / ops.sum(ops.ones_like(losses))
 
     def support_loss(self, fast, shared, x, y):
         """One task's loss with adapted weights `fast`."""
