@@ -58,7 +58,10 @@ class Components:
         return y_pred
 
     def mean_task_loss(self, y_true, y_pred):
-        # Not `ops.mean`: on JAX and torch it averages float64 in float32.
+        # In `floatx` at least, as Keras's losses (float32 under a mixed
+        # policy), and not with `ops.mean`: on JAX and torch it averages
+        # float64 in float32.
+        y_pred = keras.tree.map_structure(_at_least_floatx, y_pred)
         losses = self.task_loss(y_true, y_pred)
         return ops.sum(losses) / ops.sum(ops.ones_like(losses))
 
@@ -71,6 +74,14 @@ class Components:
     def query_predictions(self, fast, shared, x):
         frozen, non_trainable = shared[:2]
         return self.forward(self.layout.merge(fast, frozen), non_trainable, x)
+
+
+def _at_least_floatx(x: Tensor) -> Tensor:
+    half = ("float16", "bfloat16")
+    floatx = keras.config.floatx()
+    if keras.backend.standardize_dtype(x.dtype) in half and floatx not in half:
+        return ops.cast(x, floatx)
+    return x
 
 
 @dataclass
