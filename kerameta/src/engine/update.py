@@ -1,5 +1,6 @@
 """The update: apply the meta-gradient, or leave every weight as it was."""
 
+import keras
 from keras import ops
 
 from kerameta.src import backend as seam
@@ -18,8 +19,11 @@ def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
         A boolean scalar tensor: whether the update was applied.
     """
     finite = ops.all(ops.isfinite(loss))
-    for g in grads:
-        finite = ops.logical_and(finite, ops.all(ops.isfinite(g)))
+    # A `LossScaleOptimizer` skips overflowed gradients itself (and lowers
+    # its scale): they are no divergence.
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        for g in grads:
+            finite = ops.logical_and(finite, ops.all(ops.isfinite(g)))
     variables = list(variables)
     with seam.no_grad():
         if not optimizer.built:
@@ -27,7 +31,7 @@ def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
         watched = variables + list(optimizer.variables)
         before = [ops.copy(v.value) for v in watched]
         safe_grads = [ops.where(finite, g, ops.zeros_like(g)) for g in grads]
-        optimizer.apply(safe_grads, variables)
+        seam.apply_gradients(optimizer, safe_grads, variables)
         for v in watched:
             if "float" in str(v.dtype):
                 finite = ops.logical_and(finite, ops.all(ops.isfinite(v.value)))
