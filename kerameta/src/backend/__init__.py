@@ -13,7 +13,6 @@ re-exported, the way Keras picks its `Trainer`:
   `backward(residuals, constants, cotangents) -> input cotangents`.
 - `enable_grad`, `no_grad`, `second_order_safe` (exact second derivatives
   of batch moments), `with_static_task_axis`: no-ops where not needed.
-- `apply_gradients(optimizer, grads, variables)`: `optimizer.apply`.
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
 """
 
@@ -29,10 +28,6 @@ enable_grad = no_grad = second_order_safe = contextlib.nullcontext
 
 def with_static_task_axis(tensors, num_tasks):
     return tensors  # shapes are concrete outside TensorFlow
-
-
-def apply_gradients(optimizer, grads, variables):
-    optimizer.apply(grads, variables)
 
 
 class MetaTrainer:

@@ -4,7 +4,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import keras
 from keras import StatelessScope
 
 from kerameta.src.backend.jax_cpu_kernels import loop_friendly_ops
@@ -44,23 +43,6 @@ def vjp(fn, primals, cotangents):
         primals,
         cotangents,
     )
-
-
-def apply_gradients(optimizer, grads, variables):
-    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return optimizer.apply(grads, variables)
-    # Its `apply` assigns in the branches of a `lax.cond`, which leaks
-    # tracers; its stateless form (what Keras's JAX trainer calls) runs
-    # under the meta-trainer's `StatelessScope`.
-    values, optimizer_values = optimizer.stateless_apply(
-        [v.value for v in optimizer.variables],
-        grads,
-        [v.value for v in variables],
-    )
-    for variable, value in zip(
-        [*variables, *optimizer.variables], [*values, *optimizer_values]
-    ):
-        variable.assign(value)
 
 
 def custom_gradient(forward, backward):

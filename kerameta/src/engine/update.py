@@ -31,13 +31,33 @@ def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
         watched = variables + list(optimizer.variables)
         before = [ops.copy(v.value) for v in watched]
         safe_grads = [ops.where(finite, g, ops.zeros_like(g)) for g in grads]
-        seam.apply_gradients(optimizer, safe_grads, variables)
+        _apply(optimizer, safe_grads, variables)
         for v in watched:
             if "float" in str(v.dtype):
                 finite = ops.logical_and(finite, ops.all(ops.isfinite(v.value)))
         for v, old in zip(watched, before):
             v.assign(ops.where(finite, v.value, old))
     return finite
+
+
+def _apply(optimizer, grads, variables) -> None:
+    if seam.BACKEND != "jax" or not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        optimizer.apply(grads, variables)
+        return
+    # JAX: `LossScaleOptimizer.apply` assigns in the branches of a
+    # `lax.cond`, which leaks tracers; its stateless form (what Keras's JAX
+    # trainer calls) runs under the meta-trainer's `StatelessScope`.
+    values, optimizer_values = optimizer.stateless_apply(
+        [v.value for v in optimizer.variables],
+        grads,
+        [v.value for v in variables],
+    )
+    for variable, value in zip(
+        [*variables, *optimizer.variables], [*values, *optimizer_values]
+    ):
+        variable.assign(value)
 
 
 def update_sharing_history(sharing, batch_means, applied: Tensor) -> None:
