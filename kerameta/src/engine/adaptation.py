@@ -80,7 +80,12 @@ class Components:
             return self.call(params, non_trainable, x)
 
     def mean_task_loss(self, y_true, y_pred):
-        return ops.mean(self.task_loss(y_true, y_pred))
+        # In `floatx` at least, as Keras's losses (float32 under a mixed
+        # policy), and not with `ops.mean`: on JAX and torch it averages
+        # float64 in float32.
+        y_pred = keras.tree.map_structure(_at_least_floatx, y_pred)
+        losses = self.task_loss(y_true, y_pred)
+        return ops.sum(losses) / ops.sum(ops.ones_like(losses))
 
     def support_loss(self, fast, shared, x, y, keys=None):
         """One task's loss with adapted weights `fast`."""
@@ -103,6 +108,14 @@ class Components:
         if self.random is None:
             return []
         return [self.random.keys(non_trainable, num_tasks, salt)]
+
+
+def _at_least_floatx(x: Tensor) -> Tensor:
+    half = ("float16", "bfloat16")
+    floatx = keras.config.floatx()
+    if keras.backend.standardize_dtype(x.dtype) in half and floatx not in half:
+        return ops.cast(x, floatx)
+    return x
 
 
 @dataclass

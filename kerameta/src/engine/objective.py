@@ -72,7 +72,8 @@ def _combine(parts: Components):
         weight = parts.co_learner.loss_weight
         if parts.task_weighting.apply_to == "total":
             return objective + weight * ops.sum(weights * co_losses)
-        return objective + weight * ops.mean(co_losses)
+        # Not `ops.mean`: float32 for float64 on JAX and torch.
+        return objective + weight * ops.sum(co_losses) / co_losses.shape[0]
 
     return combine
 

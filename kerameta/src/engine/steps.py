@@ -155,9 +155,12 @@ class MetaSteps:
         parts = self._components()
 
         def objective(theta_values):
-            return meta_objective(
+            value, aux = meta_objective(
                 parts, theta_values, non_trainable, episode, self.inner_steps
             )
+            # As Keras's `train_step`: a `LossScaleOptimizer` (mixed_float16)
+            # unscales the gradients it applies.
+            return self.optimizer.scale_loss(value), aux
 
         (objective_value, aux), grads = seam.value_and_grad(
             objective, has_aux=True

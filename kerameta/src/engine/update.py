@@ -1,5 +1,6 @@
 """The update: apply the meta-gradient, or leave every weight as it was."""
 
+import keras
 from keras import ops
 
 from kerameta.src import backend as seam
@@ -18,8 +19,11 @@ def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
         A boolean scalar tensor: whether the update was applied.
     """
     finite = ops.all(ops.isfinite(loss))
-    for g in grads:
-        finite = ops.logical_and(finite, ops.all(ops.isfinite(g)))
+    # A `LossScaleOptimizer` skips overflowed gradients itself (and lowers
+    # its scale): they are no divergence.
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        for g in grads:
+            finite = ops.logical_and(finite, ops.all(ops.isfinite(g)))
     variables = list(variables)
     with seam.no_grad():
         if not optimizer.built:
@@ -27,13 +31,33 @@ def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
         watched = variables + list(optimizer.variables)
         before = [ops.copy(v.value) for v in watched]
         safe_grads = [ops.where(finite, g, ops.zeros_like(g)) for g in grads]
-        optimizer.apply(safe_grads, variables)
+        _apply(optimizer, safe_grads, variables)
         for v in watched:
             if "float" in str(v.dtype):
                 finite = ops.logical_and(finite, ops.all(ops.isfinite(v.value)))
         for v, old in zip(watched, before):
             v.assign(ops.where(finite, v.value, old))
     return finite
+
+
+def _apply(optimizer, grads, variables) -> None:
+    if seam.BACKEND != "jax" or not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        optimizer.apply(grads, variables)
+        return
+    # JAX: `LossScaleOptimizer.apply` assigns in the branches of a
+    # `lax.cond`, which leaks tracers; its stateless form (what Keras's JAX
+    # trainer calls) runs under the meta-trainer's `StatelessScope`.
+    values, optimizer_values = optimizer.stateless_apply(
+        [v.value for v in optimizer.variables],
+        grads,
+        [v.value for v in variables],
+    )
+    for variable, value in zip(
+        [*variables, *optimizer.variables], [*values, *optimizer_values]
+    ):
+        variable.assign(value)
 
 
 def update_sharing_history(sharing, batch_means, applied: Tensor) -> None:

@@ -211,7 +211,7 @@ class GradientSharing(keras.layers.Layer):
             )
         directions, means = [], []
         for index, g in enumerate(grads):
-            mean = ops.mean(g, axis=0)
+            mean = ops.sum(g, axis=0) / num_tasks  # float64: not ops.mean
             means.append(mean)
             direction = g
             if self.uses_concurrent(training):

@@ -32,6 +32,6 @@ class SGD(InnerOptimizer):
     def apply(self, fast, directions, step, values):
         del step, values
         return [
-            f - ops.cast(self.learning_rate, f.dtype) * d
+            f - ops.convert_to_tensor(self.learning_rate, f.dtype) * d
             for f, d in zip(fast, directions)
         ]

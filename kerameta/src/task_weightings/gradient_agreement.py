@@ -1,5 +1,6 @@
 """`GradientAgreement`: tasks that agree with the batch weigh more."""
 
+import keras
 from keras import ops
 
 from kerameta.src.api_export import kerameta_export
@@ -72,16 +73,19 @@ class GradientAgreement(TaskWeighting):
         if num_tasks == 1:
             # One task agrees with itself: exactly the base method.
             return ops.ones((1,), dtype=updates[0].dtype)
+        # float32 at least (float16 would overflow); float64 stays float64.
+        wide = keras.backend.standardize_dtype(updates[0].dtype) == "float64"
+        compute_dtype = "float64" if wide else "float32"
         flat = ops.concatenate(
             [
-                ops.reshape(ops.cast(u, "float32"), (num_tasks, -1))
+                ops.reshape(ops.cast(u, compute_dtype), (num_tasks, -1))
                 for u in updates
             ],
             axis=1,
         )
         flat = ops.stop_gradient(flat)
         if self.form == "paper":
-            scores = ops.matmul(flat, ops.mean(flat, axis=0))
+            scores = ops.matmul(flat, ops.sum(flat, axis=0) / num_tasks)
             normalizer = ops.sum(ops.abs(scores))
         else:
             gram = ops.matmul(flat, ops.transpose(flat))
