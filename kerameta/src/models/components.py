@@ -182,7 +182,7 @@ class StructuredLoss:
         self._check(y_true, "targets")
         self._check(y_pred, "predictions")
         return [
-            ops.mean(fn(y_true[name], y_pred[name]))
+            _mean(fn(y_true[name], y_pred[name]))
             for name, fn in zip(self.names, self.losses)
         ]
 
@@ -222,3 +222,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"a {type(value).__name__} of {len(value)}"
     return "a single output"
+
+
+def _mean(losses: Any) -> Any:
+    # Not `ops.mean`: on JAX and PyTorch it averages float64 in float32.
+    return ops.sum(losses) / ops.sum(ops.ones_like(losses))
