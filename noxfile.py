@@ -199,7 +199,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
-    """Builds the documentation with `mkdocs build --strict`."""
+    """Builds the documentation with `mkdocs build --strict`.
+
+    Strict, with mkdocs.yml's `validation`, also checks every link between
+    pages and files and every #anchor; links to other sites are not checked
+    (the build runs offline).
+    """
     _install_backend(session, "jax", "docs")
     session.run("mkdocs", "build", "--strict", env=_env("jax"))
 
