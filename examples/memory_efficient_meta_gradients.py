@@ -123,6 +123,7 @@ invert.
 
 WINDOW = 5
 RIDGE = 0.1
+CG_STEPS = 5 if SMOKE else 20
 
 
 def estimator_arguments(name, inner_steps):
@@ -147,7 +148,7 @@ def estimator_arguments(name, inner_steps):
     if name == "ANIL, implicit":
         return {
             "meta_gradient": kerameta.meta_gradients.Implicit(
-                cg_steps=20, ridge=RIDGE
+                cg_steps=CG_STEPS, ridge=RIDGE
             ),
             "adapted_layers": ["head"],
         }
@@ -182,9 +183,9 @@ with its 95% confidence interval).
 """
 
 SHOTS = 10
-INNER_STEPS = 5
+INNER_STEPS = 2 if SMOKE else 5
 INNER_LEARNING_RATE = 0.01
-TASKS_PER_BATCH = 4 if SMOKE else 10
+TASKS_PER_BATCH = 2 if SMOKE else 10
 ITERATIONS = 6 if SMOKE else 1000
 TEST_EPISODES = 25 if SMOKE else 600
 SEED = 0
@@ -263,6 +264,12 @@ PROBE_STEPS = (1, 2) if SMOKE else (1, 10)
 PROBE_WIDTH = 16 if SMOKE else 256
 PROBE_POINTS = 20 if SMOKE else 200
 PROBE_REPEATS = 1 if SMOKE else 3
+# The smoke run times one estimator of each kind (each compiles two steps).
+PROBE_ESTIMATORS = (
+    ("MAML, second order", "MAML, checkpointed", "ANIL, implicit")
+    if SMOKE
+    else ESTIMATORS
+)
 
 rng = np.random.default_rng(0)
 shape = (TASKS_PER_BATCH, PROBE_POINTS, 1)
@@ -274,7 +281,7 @@ probe_x = {
 probe_y = rng.normal(size=shape).astype("float32")
 
 milliseconds = {}
-for name in ESTIMATORS:
+for name in PROBE_ESTIMATORS:
     for inner_steps in PROBE_STEPS:
         keras.utils.set_random_seed(SEED)
         network = kerameta.models.mlp(hidden_units=(PROBE_WIDTH, PROBE_WIDTH))
@@ -288,7 +295,7 @@ for name in ESTIMATORS:
         milliseconds[name, inner_steps] = 1e3 * statistics.median(seconds)
 
 low, high = PROBE_STEPS
-for name in ESTIMATORS:
+for name in PROBE_ESTIMATORS:
     fast, slow = milliseconds[name, low], milliseconds[name, high]
     print(
         f"{name}: {fast:.1f} ms per meta-iteration at K={low}, {slow:.1f} ms "
@@ -395,7 +402,7 @@ width = 0.38
 for offset, (inner_steps, hatch) in enumerate(zip(PROBE_STEPS, ("", "//"))):
     axes[1].bar(
         positions + (offset - 0.5) * width,
-        [milliseconds[name, inner_steps] for name in ESTIMATORS],
+        [milliseconds.get((name, inner_steps), 0.0) for name in ESTIMATORS],
         width,
         color=colors,
         hatch=hatch,
