@@ -96,7 +96,7 @@ same 600 tasks (seed 3).
 
 SHOTS = 5
 QUERY_SHOTS = 10
-TASKS_PER_BATCH = 4 if SMOKE else 10
+TASKS_PER_BATCH = 2 if SMOKE else 10
 EPOCHS = 2 if SMOKE else 20
 BATCHES_PER_EPOCH = 3 if SMOKE else 500  # 10000 meta-iterations in all
 VALIDATION_BATCHES = 1 if SMOKE else 4

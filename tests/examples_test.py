@@ -143,8 +143,8 @@ def test_gradient_sharing_smoke(tmp_path):
     stdout = _run_example(
         "gradient_sharing.py", output_dir, smoke=True, timeout=600
     )
-    # Smoke mode: 4 tasks per batch, 6 meta-iterations, 25 test tasks.
-    _check_gradient_sharing(stdout, output_dir, tasks_per_batch=4, episodes=25)
+    # Smoke mode: 2 tasks per batch, 6 meta-iterations, 25 test tasks.
+    _check_gradient_sharing(stdout, output_dir, tasks_per_batch=2, episodes=25)
 
 
 @pytest.mark.slow
