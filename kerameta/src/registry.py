@@ -53,7 +53,25 @@ class Registry:
         )
 
     def get(self, identifier: Any) -> Any:
-        """A component from a string id, a config, an instance or `None`."""
+        """Resolves what a user passed for a component, as Keras's `get`.
+
+        Example: `kerameta.inner_optimizers.get("meta_sgd")` returns a
+        `MetaSGD()`; `kerameta.task_weightings.get(None)` the uniform
+        weighting (`"mean"`); `kerameta.co_learners.get(None)` is `None`.
+
+        Args:
+            identifier: a string id (a key of the family's `ALL_OBJECTS`),
+                a config from `serialize`, an instance of the family's base
+                class (returned as is), or `None` (the family's default:
+                an instance, or `None` where the component is optional).
+
+        Returns:
+            The component, or `None`.
+
+        Raises:
+            ValueError: if `identifier` is none of these; the message lists
+                the string ids.
+        """
         if identifier is None:
             return None if self.default is None else self.default()
         if isinstance(identifier, self.base):
