@@ -212,3 +212,27 @@ def _check_same_structure(tensors, first: str, second: str) -> None:
             f"and {second} of structure "
             f"{keras.tree.map_structure(lambda t: None, tensors[second])}."
         ) from None
+
+
+def example_outputs(model, query_x):
+    """The model's output spec for one task's examples of `query_x`.
+
+    `query_x` is an array or a structure of arrays shaped `(tasks,
+    examples, *features)`; the spec's leaves are shaped `(None, *outputs)`.
+    """
+    return model.compute_output_spec(
+        keras.tree.map_structure(
+            lambda q: keras.KerasTensor((None, *q.shape[2:]), q.dtype), query_x
+        )
+    )
+
+
+def describe_shapes(**arrays) -> str:
+    """`name.shape=(...)` for every array (or leaf of a structure) given."""
+    return _shape_list(
+        [
+            leaf
+            for name, value in arrays.items()
+            for leaf in _leaves(name, value)
+        ]
+    )

@@ -20,6 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerameta.src.episodes import example_outputs
 from kerameta.src.episodes import validate_episode
 
 
@@ -58,12 +59,7 @@ def check_targets(meta_model, x, y) -> None:
     loss = meta_model._task_loss_fn
     if loss is None:
         return
-    outputs = meta_model.model.compute_output_spec(
-        keras.tree.map_structure(
-            lambda q: keras.KerasTensor((None, *q.shape[2:]), q.dtype),
-            x["query_x"],
-        )
-    )
+    outputs = example_outputs(meta_model.model, x["query_x"])
     losses = getattr(loss, "losses", None)
     names = getattr(loss, "names", None)
     pairs = []

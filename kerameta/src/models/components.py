@@ -227,3 +227,30 @@ def _describe(value: Any) -> str:
 def _mean(losses: Any) -> Any:
     # Not `ops.mean`: on JAX and PyTorch it averages float64 in float32.
     return ops.sum(losses) / ops.sum(ops.ones_like(losses))
+
+
+def output_loss_trackers(loss, model: keras.Model) -> list[keras.metrics.Mean]:
+    """A `<output>_loss` tracker per output of a `StructuredLoss`, or `[]`."""
+    if not isinstance(loss, StructuredLoss):
+        return []
+    return [
+        keras.metrics.Mean(name=f"{label}_loss") for label in loss.labels(model)
+    ]
+
+
+def clone_for_adapt(model: keras.Model) -> keras.Model:
+    """A new model like `model`, made from its config (`adapt`)."""
+    try:
+        return keras.models.clone_model(model)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"`adapt` returns a new copy of the wrapped model "
+            f"{model.name!r}, which Keras builds from the model's config, "
+            f"but {type(model).__name__} cannot be rebuilt from it "
+            f"({str(error).splitlines()[0]}). "
+            "For a subclassed model, accept `**kwargs` in `__init__` and "
+            "pass them to `super().__init__(**kwargs)`, and return the "
+            "constructor's other arguments from `get_config()` (as "
+            "`.keras` saving needs too). `predict` and `evaluate` adapt "
+            "without copying the model."
+        ) from None

@@ -31,10 +31,13 @@ from kerameta.src.engine.randomness import RandomLayers
 from kerameta.src.engine.steps import MetaSteps
 from kerameta.src.engine.task_count import StaticTaskCount
 from kerameta.src.engine.vectorization import resolve_vectorize_tasks
+from kerameta.src.episodes import describe_shapes
+from kerameta.src.episodes import example_outputs
 from kerameta.src.episodes import validate_episode
-from kerameta.src.models.components import StructuredLoss
 from kerameta.src.models.components import build_components
 from kerameta.src.models.components import check_model
+from kerameta.src.models.components import clone_for_adapt
+from kerameta.src.models.components import output_loss_trackers
 from kerameta.src.models.components import task_loss
 
 
@@ -215,13 +218,10 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         # Record what was asked for: "auto" is resolved again when loading.
         compat.record_compile_argument(self, "jit_compile", jit_compile)
         self._task_loss_fn = task_loss(loss, kwargs.get("loss_weights"))
-        self._output_loss_trackers = []
-        if isinstance(self._task_loss_fn, StructuredLoss):
-            # Each output's query loss, logged as Keras logs it.
-            self._output_loss_trackers = [
-                keras.metrics.Mean(name=f"{label}_loss")
-                for label in self._task_loss_fn.labels(self.model)
-            ]
+        # Each output's query loss, logged as Keras logs it (several outputs).
+        self._output_loss_trackers = output_loss_trackers(
+            self._task_loss_fn, self.model
+        )
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
         """Re-compiles a loaded meta-model from its saved compile config."""
@@ -288,12 +288,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
     def compute_output_spec(self, inputs, training=None):
         query = inputs["query_x"]
         num_tasks, num_query = keras.tree.flatten(query)[0].shape[:2]
-        spec = self.model.compute_output_spec(
-            keras.tree.map_structure(
-                lambda q: keras.KerasTensor((None, *q.shape[2:]), q.dtype),
-                query,
-            )
-        )
+        spec = example_outputs(self.model, query)
         return keras.tree.map_structure(
             lambda s: keras.KerasTensor(
                 (num_tasks, num_query, *s.shape[1:]), dtype=s.dtype
@@ -335,14 +330,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         support_x, support_y = keras.tree.map_structure(
             ops.convert_to_tensor, (support_x, support_y)
         )
-        received = ", ".join(
-            f"{name}.shape={tuple(t.shape)}"
-            for name, value in (
-                ("support_x", support_x),
-                ("support_y", support_y),
-            )
-            for t in keras.tree.flatten(value)
-        )
+        received = describe_shapes(support_x=support_x, support_y=support_y)
         support_x, support_y = keras.tree.map_structure(
             lambda t: ops.expand_dims(t, 0), (support_x, support_y)
         )
@@ -374,7 +362,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             fast = parts.layout.merge(
                 [value[0] for value in adaptation.fast], frozen
             )
-        adapted = _clone(self.model)
+        adapted = clone_for_adapt(self.model)
         if not adapted.built:
             adapted.build_from_config(self.model.get_build_config())
         # Assign tensors, not NumPy arrays: `get_weights` and
@@ -468,21 +456,3 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         compat.assert_compile_called(self, "evaluate")
         kwargs["callbacks"] = with_guard(kwargs.get("callbacks"))
         return super().evaluate(*args, **kwargs)
-
-
-def _clone(model: keras.Model) -> keras.Model:
-    """A new model like `model`, made from its config (`adapt`)."""
-    try:
-        return keras.models.clone_model(model)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"`adapt` returns a new copy of the wrapped model "
-            f"{model.name!r}, which Keras builds from the model's config, "
-            f"but {type(model).__name__} cannot be rebuilt from it "
-            f"({str(error).splitlines()[0]}). "
-            "For a subclassed model, accept `**kwargs` in `__init__` and "
-            "pass them to `super().__init__(**kwargs)`, and return the "
-            "constructor's other arguments from `get_config()` (as "
-            "`.keras` saving needs too). `predict` and `evaluate` adapt "
-            "without copying the model."
-        ) from None
