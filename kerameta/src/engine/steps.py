@@ -33,6 +33,13 @@ class MetaSteps:
                 "The meta-model has no task loss yet. Call `compile(loss=...)` "
                 "before `fit`, `evaluate`, `predict` or `adapt`."
             )
+        # Resolved once per meta-model (PyTorch builds the parts every step).
+        if "_network_parts" not in self.__dict__:
+            self.__dict__["_network_parts"] = (
+                training_call(self.model),
+                RandomLayers.of(self.model),
+            )
+        call, random = self.__dict__["_network_parts"]
         return Components(
             model=self.model,
             task_loss=self._task_loss_fn,
@@ -48,8 +55,8 @@ class MetaSteps:
             co_learner=self.co_learner,
             outer_rule=self.outer_rule,
             vectorize=self.vectorize_tasks,
-            call=training_call(self.model),
-            random=RandomLayers.of(self.model),
+            call=call,
+            random=random,
         )
 
     def _model_input_rank(self) -> int | None:
