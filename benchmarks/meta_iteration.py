@@ -185,9 +185,14 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         optimizer=keras.optimizers.Adam(1e-3),
         loss=loss,
         jit_compile=True if args.jit_compile else "auto",
+        steps_per_execution=args.steps_per_execution,
     )
+    per_execution = args.steps_per_execution
     warmup = spec["warmup"] if args.warmup is None else args.warmup
     repeats = spec["repeats"] if args.repeats is None else args.repeats
+    # Callbacks see one batch per execution: time executions, report per
+    # meta-iteration.
+    warmup, repeats = warmup * per_execution, repeats * per_execution
 
     class RepeatedBatch(keras.utils.PyDataset):
         """The same batch of episodes, `warmup + repeats` times."""
@@ -216,7 +221,8 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
 
     timer = BatchTimer()
     maml.fit(RepeatedBatch(), epochs=1, verbose=0, callbacks=[timer])
-    times_ms = [1e3 * s for s in timer.seconds[warmup:]]
+    skip = warmup // per_execution
+    times_ms = [1e3 * s / per_execution for s in timer.seconds[skip:]]
     if not all(np.isfinite(timer.losses)):
         raise RuntimeError(f"Non-finite meta-loss: {timer.losses}")
     median = statistics.median(times_ms)
@@ -233,7 +239,15 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         "peak_rss_mb": peak_rss_mb(),
         "warmup": warmup,
         "repeats": repeats,
+        "steps_per_execution": per_execution,
+        "torch_threads": _torch_threads(),
     }
+
+
+def _torch_threads() -> int | None:
+    if "torch" not in sys.modules:
+        return None
+    return sys.modules["torch"].get_num_threads()
 
 
 # --------------------------------------------------------------------------
@@ -394,6 +408,10 @@ def run_all(args: argparse.Namespace) -> None:
                 ]
                 command += ["--baseline"] if baseline else []
                 command += ["--jit-compile"] if args.jit_compile else []
+                if not baseline:
+                    command.append(
+                        f"--steps-per-execution={args.steps_per_execution}"
+                    )
                 if args.warmup is not None:
                     command.append(f"--warmup={args.warmup}")
                 if args.repeats is not None:
@@ -422,6 +440,13 @@ def main(argv: list[str] | None = None) -> None:
         dest="with_baseline",
         action="store_false",
         help="skip the PyTorch task-loop baseline",
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        default=1,
+        help="meta-iterations per `fit` execution (Keras's "
+        "`steps_per_execution`); timings are per meta-iteration",
     )
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--run", help="run id grouping results (default new)")

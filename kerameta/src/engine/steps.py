@@ -57,6 +57,7 @@ class MetaSteps:
             vectorize=self.vectorize_tasks,
             call=call,
             random=random,
+            unroll=self.unroll_inner_loop,
         )
 
     def _model_input_rank(self) -> int | None:
