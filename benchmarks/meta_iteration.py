@@ -151,6 +151,10 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
 
     import kerameta
 
+    if args.torch_threads is not None and keras.config.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     spec = PROBLEMS[args.problem]
     episode = make_episode(args.problem)
     if args.problem == "sinusoid":
@@ -180,6 +184,7 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         inner_steps=args.inner_steps,
         inner_learning_rate=spec["inner_learning_rate"],
         meta_gradient=args.meta_gradient,
+        unroll_inner_loop=args.unroll_inner_loop,
     )
     maml.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -240,7 +245,8 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         "warmup": warmup,
         "repeats": repeats,
         "steps_per_execution": per_execution,
-        "torch_threads": _torch_threads(),
+        "unroll_inner_loop": args.unroll_inner_loop,
+        "threads": _torch_threads(),
     }
 
 
@@ -308,6 +314,8 @@ def run_baseline(args: argparse.Namespace) -> dict[str, object]:
 
     from benchmarks import torch_loop_baseline as baseline
 
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     error = check_baseline_against_reference()
     torch.manual_seed(0)
     spec = PROBLEMS[args.problem]
@@ -408,10 +416,14 @@ def run_all(args: argparse.Namespace) -> None:
                 ]
                 command += ["--baseline"] if baseline else []
                 command += ["--jit-compile"] if args.jit_compile else []
+                if args.torch_threads is not None:
+                    command.append(f"--torch-threads={args.torch_threads}")
                 if not baseline:
                     command.append(
                         f"--steps-per-execution={args.steps_per_execution}"
                     )
+                    if args.unroll_inner_loop:
+                        command.append("--unroll-inner-loop")
                 if args.warmup is not None:
                     command.append(f"--warmup={args.warmup}")
                 if args.repeats is not None:
@@ -447,6 +459,16 @@ def main(argv: list[str] | None = None) -> None:
         default=1,
         help="meta-iterations per `fit` execution (Keras's "
         "`steps_per_execution`); timings are per meta-iteration",
+    )
+    parser.add_argument(
+        "--unroll-inner-loop",
+        action="store_true",
+        help="MAML(unroll_inner_loop=True): trace every inner step",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch.set_num_threads for PyTorch (kerameta and the baseline)",
     )
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--run", help="run id grouping results (default new)")
