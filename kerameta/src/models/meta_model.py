@@ -64,7 +64,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         task_weighting: Any = None,
         co_learner: Any = None,
         outer_rule: str | outer_rules.OuterRule = "maml",
-        unroll_inner_loop: bool = False,
+        unroll_inner_loop: str | bool = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,10 +77,10 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         self.meta_gradient.check_inner_steps(self.inner_steps)
         self.outer_rule = outer_rules.get(outer_rule)
         self._vectorize_option = vectorize_tasks
-        if not isinstance(unroll_inner_loop, bool):
-            raise TypeError(
-                "`unroll_inner_loop` must be True or False. Received: "
-                f"unroll_inner_loop={unroll_inner_loop!r}"
+        if unroll_inner_loop not in ("auto", True, False):
+            raise ValueError(
+                "`unroll_inner_loop` must be 'auto', True or False. "
+                f"Received: unroll_inner_loop={unroll_inner_loop!r}"
             )
         self.unroll_inner_loop = unroll_inner_loop
         self.vectorize_tasks = resolve_vectorize_tasks(vectorize_tasks, model)

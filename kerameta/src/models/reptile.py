@@ -83,7 +83,7 @@ class Reptile(MetaModel):
         gradient_sharing: Any = None,
         task_weighting: Any = None,
         co_learner: Any = None,
-        unroll_inner_loop: bool = False,
+        unroll_inner_loop: str | bool = "auto",
         **kwargs: Any,
     ) -> None:
         for fixed in ("meta_gradient", "outer_rule"):
