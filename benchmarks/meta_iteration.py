@@ -151,6 +151,10 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
 
     import kerameta
 
+    if args.torch_threads is not None and keras.config.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     spec = PROBLEMS[args.problem]
     episode = make_episode(args.problem)
     if args.problem == "sinusoid":
@@ -180,14 +184,20 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         inner_steps=args.inner_steps,
         inner_learning_rate=spec["inner_learning_rate"],
         meta_gradient=args.meta_gradient,
+        unroll_inner_loop=args.unroll_inner_loop,
     )
     maml.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=loss,
         jit_compile=True if args.jit_compile else "auto",
+        steps_per_execution=args.steps_per_execution,
     )
+    per_execution = args.steps_per_execution
     warmup = spec["warmup"] if args.warmup is None else args.warmup
     repeats = spec["repeats"] if args.repeats is None else args.repeats
+    # Callbacks see one batch per execution: time executions, report per
+    # meta-iteration.
+    warmup, repeats = warmup * per_execution, repeats * per_execution
 
     class RepeatedBatch(keras.utils.PyDataset):
         """The same batch of episodes, `warmup + repeats` times."""
@@ -216,7 +226,8 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
 
     timer = BatchTimer()
     maml.fit(RepeatedBatch(), epochs=1, verbose=0, callbacks=[timer])
-    times_ms = [1e3 * s for s in timer.seconds[warmup:]]
+    skip = warmup // per_execution
+    times_ms = [1e3 * s / per_execution for s in timer.seconds[skip:]]
     if not all(np.isfinite(timer.losses)):
         raise RuntimeError(f"Non-finite meta-loss: {timer.losses}")
     median = statistics.median(times_ms)
@@ -233,7 +244,16 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         "peak_rss_mb": peak_rss_mb(),
         "warmup": warmup,
         "repeats": repeats,
+        "steps_per_execution": per_execution,
+        "unroll_inner_loop": args.unroll_inner_loop,
+        "threads": _torch_threads(),
     }
+
+
+def _torch_threads() -> int | None:
+    if "torch" not in sys.modules:
+        return None
+    return sys.modules["torch"].get_num_threads()
 
 
 # --------------------------------------------------------------------------
@@ -294,6 +314,8 @@ def run_baseline(args: argparse.Namespace) -> dict[str, object]:
 
     from benchmarks import torch_loop_baseline as baseline
 
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     error = check_baseline_against_reference()
     torch.manual_seed(0)
     spec = PROBLEMS[args.problem]
@@ -394,6 +416,14 @@ def run_all(args: argparse.Namespace) -> None:
                 ]
                 command += ["--baseline"] if baseline else []
                 command += ["--jit-compile"] if args.jit_compile else []
+                if args.torch_threads is not None:
+                    command.append(f"--torch-threads={args.torch_threads}")
+                if not baseline:
+                    command.append(
+                        f"--steps-per-execution={args.steps_per_execution}"
+                    )
+                    if args.unroll_inner_loop:
+                        command.append("--unroll-inner-loop")
                 if args.warmup is not None:
                     command.append(f"--warmup={args.warmup}")
                 if args.repeats is not None:
@@ -422,6 +452,23 @@ def main(argv: list[str] | None = None) -> None:
         dest="with_baseline",
         action="store_false",
         help="skip the PyTorch task-loop baseline",
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=int,
+        default=1,
+        help="meta-iterations per `fit` execution (Keras's "
+        "`steps_per_execution`); timings are per meta-iteration",
+    )
+    parser.add_argument(
+        "--unroll-inner-loop",
+        action="store_true",
+        help="MAML(unroll_inner_loop=True): trace every inner step",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch.set_num_threads for PyTorch (kerameta and the baseline)",
     )
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--run", help="run id grouping results (default new)")

@@ -14,6 +14,8 @@ re-exported, the way Keras picks its `Trainer`:
 - `enable_grad`, `no_grad`, `second_order_safe` (exact second derivatives
   of batch moments), `with_static_task_axis`, `random_scope(keys)` (seeds
   unseeded random ops from a call's seed states): no-ops where not needed.
+- `fori_loop(lower, upper, body, carry)`: a loop rolled where compiled
+  (reverse-differentiable: the trip count is static).
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
 """
 
@@ -33,6 +35,17 @@ def with_static_task_axis(tensors, num_tasks):
 
 def random_scope(keys):
     return contextlib.nullcontext()  # random ops read the seed states
+
+
+def fori_loop(lower, upper, body, carry):
+    """`carry = body(i, carry)` for `i` in `range(lower, upper)`.
+
+    Compiling backends roll it (one traced body; `i` is then a scalar
+    tensor); here, a Python loop.
+    """
+    for i in range(lower, upper):
+        carry = body(i, carry)
+    return carry
 
 
 class MetaTrainer:

@@ -9,6 +9,8 @@ from keras import StatelessScope
 from kerameta.src.backend.jax_cpu_kernels import loop_friendly_ops
 
 value_and_grad = jax.value_and_grad
+# Static bounds: `scan`, reverse-differentiable.
+fori_loop = jax.lax.fori_loop
 
 
 def vjp(fn, primals, cotangents):

@@ -25,6 +25,16 @@ def value_and_grad(fn, has_aux=False):
     return wrapped
 
 
+def fori_loop(lower, upper, body, carry):
+    # A known trip count: XLA compiles the loop and its gradient.
+    return tf.while_loop(
+        lambda i, _: i < upper,
+        lambda i, carry: (i + 1, body(i, carry)),
+        (tf.constant(lower), carry),
+        maximum_iterations=upper - lower,
+    )[1]
+
+
 def vjp(fn, primals, cotangents):
     cotangents = list(cotangents)
     # In a graph, `fn` waits for the cotangents (else activations linger).

@@ -21,6 +21,7 @@ from kerameta.src.engine.randomness import QUERY
 from kerameta.src.engine.randomness import RandomLayers
 from kerameta.src.episodes import Episode
 from kerameta.src.meta_gradients.meta_gradient import InnerLoop
+from kerameta.src.meta_gradients.meta_gradient import python_loop
 from kerameta.src.types import Tensor
 
 
@@ -40,6 +41,8 @@ class Components:
             `None` if it has none.
         call: `call(params, non_trainable, x)`: the network's stateless
             call in training mode (see `models.components.training_call`).
+        unroll: whether the inner loop is a Python loop even where it
+            could be rolled (see `MAML(unroll_inner_loop=...)`).
     """
 
     model: keras.Model
@@ -54,6 +57,7 @@ class Components:
     vectorize: bool
     call: Callable
     random: RandomLayers | None = None
+    unroll: bool = False
 
     def seeded(self, non_trainable, keys):
         """`(non_trainable, scope)` for a call that draws with `keys`.
@@ -108,6 +112,18 @@ class Components:
         if self.random is None:
             return []
         return [self.random.keys(non_trainable, num_tasks, salt)]
+
+    def rolls(self) -> bool:
+        """Whether the inner loop may be rolled (`InnerLoop.repeat`).
+
+        Gradient sharing records each step's batch means (a Python dict,
+        by step), so it keeps the loop unrolled.
+        """
+        return (
+            not self.unroll
+            and self.gradient_sharing is None
+            and self.inner_optimizer.tensor_steps
+        )
 
 
 def _at_least_floatx(x: Tensor) -> Tensor:
@@ -225,6 +241,22 @@ def adapt_batch(
         gradient_fns = {}
         # Estimators that do not pass `step` get a new step per call.
         calls = itertools.count()
+        key_table = []
+
+        def step_keys(step):
+            if isinstance(step, int) or parts.random is None:
+                return parts.task_keys(non_trainable, num_tasks, step + 1)
+            # A rolled loop's step is a tensor: every step's keys, stacked.
+            if not key_table:
+                key_table.append(
+                    ops.stack(
+                        [
+                            parts.task_keys(non_trainable, num_tasks, s + 1)[0]
+                            for s in range(inner_steps)
+                        ]
+                    )
+                )
+            return [ops.take(key_table[0], step, axis=0)]
 
         def gradients(fast, create_graph, step=None):
             if create_graph not in gradient_fns:
@@ -234,7 +266,7 @@ def adapt_batch(
                     vectorize=parts.vectorize,
                 )
             step = next(calls) if step is None else step
-            keys = parts.task_keys(non_trainable, num_tasks, step + 1)
+            keys = step_keys(step)
             losses, grads = gradient_fns[create_graph](
                 fast, shared, support_x, support_y, *keys
             )
@@ -263,6 +295,7 @@ def adapt_batch(
             values=list(values),
             constants=list(constants),
             rebuild=inner_loop,
+            repeat=seam.fori_loop if parts.rolls() else python_loop,
         )
 
     shared = (frozen, non_trainable)

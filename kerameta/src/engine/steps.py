@@ -57,6 +57,12 @@ class MetaSteps:
             vectorize=self.vectorize_tasks,
             call=call,
             random=random,
+            # "auto": TensorFlow's `while_loop` ran a few steps 3x slower.
+            unroll=self.unroll_inner_loop is True
+            or (
+                self.unroll_inner_loop == "auto"
+                and seam.BACKEND == "tensorflow"
+            ),
         )
 
     def _model_input_rank(self) -> int | None:

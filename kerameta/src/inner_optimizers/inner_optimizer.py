@@ -32,6 +32,10 @@ class InnerOptimizer(keras.layers.Layer):
     """
 
     string_id: str = "inner_optimizer"
+    #: Whether `apply` accepts `step` as a scalar integer tensor (a rolled
+    #: inner loop, see `kerameta.MAML(unroll_inner_loop=...)`); `False`
+    #: keeps a custom optimizer's `step` a Python `int`.
+    tensor_steps: bool = False
 
     def __init__(self, learning_rate: float | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -100,7 +104,9 @@ class InnerOptimizer(keras.layers.Layer):
         Args:
             fast: the fast weights, each with a leading task axis.
             directions: the step directions, shaped like `fast`.
-            step: the index of the inner step, from 0.
+            step: the index of the inner step, from 0: an `int`, or a
+                scalar integer tensor if `tensor_steps` is `True` and the
+                inner loop is rolled.
             values: the current values of this optimizer's trainable
                 weights (use them, not the variables, so that the
                 meta-gradient reaches them).

@@ -44,6 +44,7 @@ class MetaSGD(InnerOptimizer):
     """
 
     string_id = "meta_sgd"
+    tensor_steps = True
 
     def __init__(
         self,

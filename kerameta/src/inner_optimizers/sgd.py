@@ -28,6 +28,7 @@ class SGD(InnerOptimizer):
     """
 
     string_id = "sgd"
+    tensor_steps = True
 
     def apply(self, fast, directions, step, values):
         del step, values

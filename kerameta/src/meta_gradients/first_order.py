@@ -28,6 +28,7 @@ class FirstOrder(MetaGradient):
     string_id = "first_order"
     create_graph = False
     second_derivatives = False
+    tensor_steps = True
 
     def inner_gradients(self, grads, step):
         del step

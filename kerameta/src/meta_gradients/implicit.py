@@ -93,6 +93,7 @@ class Implicit(MetaGradient):
     """
 
     string_id = "implicit"
+    tensor_steps = True
     create_graph = False
     log_names = ("cg_residual",)
 
@@ -136,12 +137,18 @@ class Implicit(MetaGradient):
     def run_inner_loop(self, loop, fast, inner_steps):
         # No history: every step starts from detached weights.
         start = stop_gradients(fast)
-        fast, losses = start, None
-        for step in range(inner_steps):
+        if inner_steps == 0:
+            return start, None
+
+        def step_body(step, carry):
+            fast, _ = carry
             losses, grads = loop.gradients(fast, False, step)
             grads = self._lower_gradients(stop_gradients(grads), fast, start)
-            fast = stop_gradients(loop.update(fast, grads, step))
-        return fast, losses
+            return stop_gradients(loop.update(fast, grads, step)), losses
+
+        # Rolled where the meta-model rolls its loop (see `MetaGradient`).
+        carry = step_body(0, (start, None))
+        return loop.repeat(1, inner_steps, step_body, carry)
 
     def outer_terms(
         self, loop: InnerLoop, initial_fast: list[Tensor], fast: list[Tensor]

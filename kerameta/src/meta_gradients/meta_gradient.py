@@ -43,6 +43,12 @@ class InnerLoop:
             loop, reading the given tensors in place of `values` and
             `constants`. Estimators that differentiate the inner loop by
             hand (`Checkpointed`) need it. Optional.
+        repeat: `repeat(lower, upper, body, carry) -> carry`: runs
+            `carry = body(step, carry)` for the steps `lower, ...,
+            upper - 1`. A rolled loop (one traced body, `step` a scalar
+            integer tensor: compile time flat in the steps) when the
+            meta-model rolls its inner loop and every component accepts
+            tensor steps; a Python loop (`step` an `int`) otherwise.
     """
 
     gradients: Callable
@@ -53,6 +59,18 @@ class InnerLoop:
     values: list[Tensor] = field(default_factory=list)
     constants: list[Tensor] = field(default_factory=list)
     rebuild: Callable | None = None
+    repeat: Callable = field(default=None)
+
+    def __post_init__(self):
+        if self.repeat is None:
+            self.repeat = python_loop
+
+
+def python_loop(lower, upper, body, carry):
+    """`InnerLoop.repeat` unrolled: `step` is a Python `int`."""
+    for step in range(lower, upper):
+        carry = body(step, carry)
+    return carry
 
 
 class MetaGradient:
@@ -87,6 +105,11 @@ class MetaGradient:
     create_graph: bool = True
     #: Whether the estimator differentiates twice (second derivatives).
     second_derivatives: bool = True
+    #: Whether `inner_gradients` accepts `step` as a scalar integer tensor,
+    #: which lets the default `run_inner_loop` roll the inner loop (see
+    #: `kerameta.MAML(unroll_inner_loop=...)`). `False` keeps a custom
+    #: estimator's `step` a Python `int`.
+    tensor_steps: bool = False
 
     def inner_gradients(self, grads: list[Tensor], step: int) -> list[Tensor]:
         """Returns the inner gradients to apply at inner step `step`.
@@ -121,12 +144,21 @@ class MetaGradient:
             `(fast, losses)`: the adapted weights and the support losses of
             the last gradient computed (`None` for zero steps).
         """
-        losses = None
-        for step in range(inner_steps):
+        if inner_steps == 0:
+            return fast, None
+        repeat = loop.repeat if self.tensor_steps else python_loop
+
+        def step_body(step, carry):
+            fast, _ = carry
             losses, grads = loop.gradients(fast, self.create_graph, step)
             grads = self.inner_gradients(grads, step)
             fast = loop.update(fast, loop.directions(grads, step), step)
-        return fast, losses
+            return fast, losses
+
+        # The first step outside the loop gives the losses' shape and dtype
+        # (a rolled loop's carry keeps both).
+        carry = step_body(0, (fast, None))
+        return repeat(1, inner_steps, step_body, carry)
 
     def check_inner_steps(self, inner_steps: int) -> None:
         """Raises if the estimator cannot run `inner_steps` training steps."""

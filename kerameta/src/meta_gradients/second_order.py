@@ -29,4 +29,5 @@ class SecondOrder(MetaGradient):
     """
 
     string_id = "second_order"
+    tensor_steps = True
     create_graph = True

@@ -68,6 +68,17 @@ class MAML(MetaModel):
         co_learner: `None` or a `kerameta.CoLearner`: an outer-loop-only
             head whose loss augments the meta-gradient (CML). Defaults to
             `None`.
+        unroll_inner_loop: `"auto"`, `True` or `False`: whether the inner
+            loop is traced as a Python loop, one copy of the step per inner
+            step (`True`), or rolled into one compiled loop (`False`, as
+            Keras RNNs' `unroll`), so that compile time and the compiled
+            program stay flat in `inner_steps`. `"auto"` rolls on JAX and
+            unrolls on TensorFlow, whose `tf.while_loop` ran a few inner
+            steps about 3 times slower (roll it there for many steps).
+            The loop is unrolled anyway with gradient sharing,
+            `"multi_step"`, `"checkpointed"` and custom components that do
+            not declare `tensor_steps`; PyTorch runs eagerly and always
+            loops in Python. Defaults to `"auto"`.
         **kwargs: `name` and the other `keras.Model` arguments.
 
     Example:

@@ -64,6 +64,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         task_weighting: Any = None,
         co_learner: Any = None,
         outer_rule: str | outer_rules.OuterRule = "maml",
+        unroll_inner_loop: str | bool = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,6 +77,12 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         self.meta_gradient.check_inner_steps(self.inner_steps)
         self.outer_rule = outer_rules.get(outer_rule)
         self._vectorize_option = vectorize_tasks
+        if unroll_inner_loop not in ("auto", True, False):
+            raise ValueError(
+                "`unroll_inner_loop` must be 'auto', True or False. "
+                f"Received: unroll_inner_loop={unroll_inner_loop!r}"
+            )
+        self.unroll_inner_loop = unroll_inner_loop
         self.vectorize_tasks = resolve_vectorize_tasks(vectorize_tasks, model)
         self._task_loss_fn = None
         # A string (rather than a list of names) is rejected by the mask.
@@ -250,6 +257,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             "task_weighting": task_weightings.serialize(self.task_weighting),
             "co_learner": co_learners.serialize(self.co_learner),
             "outer_rule": outer_rules.serialize(self.outer_rule),
+            "unroll_inner_loop": self.unroll_inner_loop,
         }
 
     @classmethod

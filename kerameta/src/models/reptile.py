@@ -53,6 +53,7 @@ class Reptile(MetaModel):
         gradient_sharing: as in `kerameta.MAML` (fixed scales).
         task_weighting: as in `kerameta.MAML`.
         co_learner: as in `kerameta.MAML`.
+        unroll_inner_loop: as in `kerameta.MAML`.
         **kwargs: `name` and the other `keras.Model` arguments.
 
     Example:
@@ -82,6 +83,7 @@ class Reptile(MetaModel):
         gradient_sharing: Any = None,
         task_weighting: Any = None,
         co_learner: Any = None,
+        unroll_inner_loop: str | bool = "auto",
         **kwargs: Any,
     ) -> None:
         for fixed in ("meta_gradient", "outer_rule"):
@@ -105,6 +107,7 @@ class Reptile(MetaModel):
             gradient_sharing=gradient_sharing,
             task_weighting=task_weighting,
             co_learner=co_learner,
+            unroll_inner_loop=unroll_inner_loop,
             **kwargs,
         )
 
