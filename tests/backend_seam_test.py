@@ -370,15 +370,16 @@ GROUND_FLOOR = {
 
 
 def test_seam_is_small():
-    files = [*SEAM_FILES, "task_loop.py"]
+    files = [*SEAM_FILES, "task_loop.py", "torch_distributed.py"]
     lines = {
         name: len((SEAM / name).read_text("utf-8").splitlines())
         for name in files
     }
     # 600 until random layers (torch's `random_scope`) and models with
-    # several inputs (structured task arguments) added 25 lines.
-    assert sum(lines.values()) < 630, (
-        f"The backend seam should stay under 630 lines; it has {lines}."
+    # several inputs (structured task arguments) added 25 lines; 800 since
+    # PyTorch's data parallelism (torch_distributed.py, issue #13).
+    assert sum(lines.values()) < 800, (
+        f"The backend seam should stay under 800 lines; it has {lines}."
     )
 
 

@@ -15,6 +15,9 @@ re-exported, the way Keras picks its `Trainer`:
   of batch moments), `with_static_task_axis`, `random_scope(keys)` (seeds
   unseeded random ops from a call's seed states): no-ops where not needed.
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
+- `replica_count()`, `replica_index()`, `all_replicas_sum(x)`
+  (differentiable): the replicas that each run a shard of the task batch
+  (1 and 0 without data parallelism, and on JAX), and sums over them.
 """
 
 import contextlib
@@ -33,6 +36,18 @@ def with_static_task_axis(tensors, num_tasks):
 
 def random_scope(keys):
     return contextlib.nullcontext()  # random ops read the seed states
+
+
+def replica_count():
+    return 1
+
+
+def replica_index():
+    return 0
+
+
+def all_replicas_sum(x):
+    return x
 
 
 class MetaTrainer:
