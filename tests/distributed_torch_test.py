@@ -199,7 +199,7 @@ def _double_backward(rank):
     s = seam.all_replicas_sum(x**2)
     (g,) = torch.autograd.grad(s**2, x, create_graph=True)
     (h,) = torch.autograd.grad(g, x)
-    return [float(g), float(h)]
+    return [float(g.detach()), float(h)]
 
 
 def main():
