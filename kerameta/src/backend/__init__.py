@@ -14,10 +14,11 @@ re-exported, the way Keras picks its `Trainer`:
 - `enable_grad`, `no_grad`, `second_order_safe` (exact second derivatives
   of batch moments), `with_static_task_axis`, `random_scope(keys)` (seeds
   unseeded random ops from a call's seed states): no-ops where not needed.
+- `replica_count()`, `all_replicas_sum(x)` (differentiable),
+  `replica_index()`: data parallelism where each replica runs the step on
+  its shard of the tasks (TensorFlow's `tf.distribute`); 1, identity and 0
+  where the step sees every task (one device, JAX's global arrays).
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
-- `replica_count()`, `replica_index()`, `all_replicas_sum(x)`
-  (differentiable): the replicas that each run a shard of the task batch
-  (1 and 0 without data parallelism, and on JAX), and sums over them.
 """
 
 import contextlib
@@ -39,15 +40,15 @@ def random_scope(keys):
 
 
 def replica_count():
-    return 1
-
-
-def replica_index():
-    return 0
+    return 1  # the step sees every task of the batch
 
 
 def all_replicas_sum(x):
     return x
+
+
+def replica_index():
+    return 0
 
 
 class MetaTrainer:

@@ -13,12 +13,10 @@ Each process then meta-trains on its shard of every task batch, and:
   is the whole batch's, and every process applies the same update (Keras's
   torch optimizers do not sum over processes, as TensorFlow's do);
 - `MetaTrainer` copies process 0's weights to the others before the first
-  step, and gathers the tasks' losses and predictions before the metrics
-  see them, so every process logs the whole batch's loss and metrics and
-  callbacks decide alike.
+  step, and reads the metrics from the processes' summed states (as
+  TensorFlow does), so every process logs the whole batch's loss and
+  metrics and callbacks decide alike.
 """
-
-import dataclasses
 
 import keras
 import torch
@@ -82,14 +80,6 @@ def summed_over_replicas(tensors: list) -> list:
     return summed
 
 
-def _gathered(tensor):
-    """The processes' `tensor`s, concatenated along the task axis."""
-    tensor = torch.as_tensor(tensor).detach().contiguous()
-    parts = [torch.empty_like(tensor) for _ in range(replica_count())]
-    dist.all_gather(parts, tensor)
-    return torch.cat(parts)
-
-
 class MetaTrainer(_SingleDeviceTrainer):
     """The single-device trainer, with the processes kept in step."""
 
@@ -118,25 +108,26 @@ class MetaTrainer(_SingleDeviceTrainer):
         self._synchronize_replicas()
         return super().predict_step(data)
 
-    def _update_metrics(self, aux, episode, applied=None):
-        if replica_count() == 1:
-            return super()._update_metrics(aux, episode, applied)
-        # Every process updates its metrics with the whole batch, so their
-        # states (and the logs callbacks read) are equal. The metrics read
-        # `query_y` and the predictions; `query_x` stays local.
-        aux = dict(aux)
-        for key in ("task_losses", "co_losses", "y_pred", "task_weights"):
-            if aux.get(key) is not None:
-                aux[key] = keras.tree.map_structure(_gathered, aux[key])
-        logs = aux.get("estimator_logs") or {}
-        if logs:
-            means = summed_over_replicas(list(logs.values()))
-            aux["estimator_logs"] = {
-                name: value / replica_count()
-                for name, value in zip(logs, means)
-            }
-        episode = dataclasses.replace(
-            episode,
-            query_y=keras.tree.map_structure(_gathered, episode.query_y),
-        )
-        return super()._update_metrics(aux, episode, applied)
+    def get_metrics_result(self):
+        # As TensorFlow's metrics (on-read variables, aggregated by sum):
+        # the results of the processes' summed states, so every process
+        # logs the whole batch's metrics.
+        variables = [
+            v
+            for v in self.metrics_variables
+            if v.aggregation in ("sum", "mean")
+        ]
+        if replica_count() == 1 or not variables:
+            return super().get_metrics_result()
+        local = [v.value.detach().clone() for v in variables]
+        try:
+            for v, total in zip(variables, summed_over_replicas(local)):
+                mean = v.aggregation == "mean"
+                v.assign(total / replica_count() if mean else total)
+            return keras.tree.map_structure(
+                lambda x: x.clone() if torch.is_tensor(x) else x,
+                super().get_metrics_result(),
+            )
+        finally:
+            for v, value in zip(variables, local):
+                v.assign(value)
