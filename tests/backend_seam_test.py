@@ -378,9 +378,10 @@ def test_seam_is_small():
     # 600 until random layers (torch's `random_scope`) and models with
     # several inputs (structured task arguments) added 25 lines; 630 until
     # data parallelism (`replica_count`, `all_replicas_sum`,
-    # `replica_index`, with TF's `tf.distribute` versions) added 50.
-    assert sum(lines.values()) < 680, (
-        f"The backend seam should stay under 680 lines; it has {lines}."
+    # `replica_index`, with TF's `tf.distribute` versions) added 50; 680
+    # until PyTorch's processes (torch_distributed.py) added 135.
+    assert sum(lines.values()) < 815, (
+        f"The backend seam should stay under 815 lines; it has {lines}."
     )
 
 
