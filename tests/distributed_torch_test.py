@@ -51,7 +51,8 @@ def results(tmp_path_factory):
     ]
 
 
-CASES = ("dense", "conv_looped", "sharing_agreement")
+# Dropout: task t of process r draws the masks of task r * shard + t.
+CASES = ("dense", "conv_looped", "sharing_agreement", "dropout")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -140,6 +141,15 @@ def _case(name, seed):
         metrics = ["accuracy"]
     else:
         network = mlp((1, 8, 8, 1))
+        if name == "dropout":
+            network = keras.Sequential(
+                [
+                    keras.Input((1,)),
+                    keras.layers.Dense(16, activation="tanh"),
+                    keras.layers.Dropout(0.5),
+                    keras.layers.Dense(1),
+                ]
+            )
         data = kerameta.data.SinusoidTasks(
             shots=5, tasks_per_batch=4, num_batches=3, seed=1
         )
@@ -181,6 +191,7 @@ def _fit(name, seed, shard):
         shard(Batches(train)),
         validation_data=shard(Batches([validation])),
         epochs=1,
+        shuffle=False,  # the batches in order, on one device too
         callbacks=[logs],
         verbose=0,
     )
