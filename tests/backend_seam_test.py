@@ -370,15 +370,18 @@ GROUND_FLOOR = {
 
 
 def test_seam_is_small():
-    files = [*SEAM_FILES, "task_loop.py"]
+    files = [*SEAM_FILES, "task_loop.py", "torch_distributed.py"]
     lines = {
         name: len((SEAM / name).read_text("utf-8").splitlines())
         for name in files
     }
     # 600 until random layers (torch's `random_scope`) and models with
-    # several inputs (structured task arguments) added 25 lines.
-    assert sum(lines.values()) < 630, (
-        f"The backend seam should stay under 630 lines; it has {lines}."
+    # several inputs (structured task arguments) added 25 lines; 630 until
+    # data parallelism (`replica_count`, `all_replicas_sum`,
+    # `replica_index`, with TF's `tf.distribute` versions) added 50; 680
+    # until PyTorch's processes (torch_distributed.py) added 135.
+    assert sum(lines.values()) < 815, (
+        f"The backend seam should stay under 815 lines; it has {lines}."
     )
 
 

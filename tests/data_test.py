@@ -4,6 +4,7 @@ import math
 import re
 import warnings
 
+import keras
 import numpy as np
 import pytest
 from helpers import maml as compiled_maml
@@ -624,3 +625,67 @@ def test_episode_dataset_num_classes_refuses_bad_labels(change, message):
     change(arrays)
     with pytest.raises(ValueError, match=re.escape(message)):
         EpisodeDataset(**arrays)
+
+
+# ----------------------------------------------------------------------
+# shard_tasks
+# ----------------------------------------------------------------------
+def test_shard_tasks_shards_put_together_are_the_batch():
+    tasks = SinusoidTasks(
+        shots=2, tasks_per_batch=6, num_batches=3, new_tasks_each_epoch=True
+    )
+    shards = [kerameta.data.shard_tasks(tasks, 3, i) for i in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    assert [s.tasks_per_batch for s in shards] == [2, 2, 2]
+    for epoch in (0, 1):
+        for shard in shards:
+            shard.epoch = epoch  # as `fit`'s SetTaskEpoch does
+        assert tasks.epoch == epoch
+        for index in range(3):
+            parts = [shard[index] for shard in shards]
+            x, query_y = tasks[index]
+            for key in EPISODE_KEYS:
+                np.testing.assert_array_equal(
+                    np.concatenate([p[0][key] for p in parts]), x[key]
+                )
+            np.testing.assert_array_equal(
+                np.concatenate([p[1] for p in parts]), query_y
+            )
+    assert _differ(shards[0][0], kerameta.data.shard_tasks(tasks, 3, 1)[0])
+
+
+def test_shard_tasks_defaults_to_one_shard_without_a_process_group():
+    episodes = EpisodeDataset(*_arrays(4), tasks_per_batch=2)
+    shard = kerameta.data.shard_tasks(episodes)
+    assert (shard.num_shards, shard.index, len(shard)) == (1, 0, 2)
+    _assert_batches_equal(shard[1], episodes[1])
+
+
+def test_shard_tasks_fits_like_its_dataset():
+    tasks = SinusoidTasks(shots=2, tasks_per_batch=2, num_batches=2)
+    history = compiled_maml(mlp()).fit(
+        kerameta.data.shard_tasks(tasks, 2, 1), epochs=1, verbose=0
+    )
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_shard_tasks_errors():
+    tasks = SinusoidTasks(shots=2, tasks_per_batch=6, num_batches=1)
+    with pytest.raises(ValueError, match="6 is not a multiple of 4"):
+        kerameta.data.shard_tasks(tasks, 4, 0)
+    with pytest.raises(ValueError, match=re.escape("[0, num_shards) = [0, 2)")):
+        kerameta.data.shard_tasks(tasks, 2, 2)
+    with pytest.raises(ValueError, match="`index` must be a non-negative"):
+        kerameta.data.shard_tasks(tasks, 2, -1)
+    with pytest.raises(ValueError, match="Received: dataset of type list"):
+        kerameta.data.shard_tasks([tasks[0]], 2, 0)
+
+    class Batches(keras.utils.PyDataset):  # no `tasks_per_batch`
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return tasks[index]
+
+    with pytest.raises(ValueError, match="6 is not a multiple of 5"):
+        kerameta.data.shard_tasks(Batches(), 5, 0)[0]

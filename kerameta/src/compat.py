@@ -9,6 +9,7 @@ attribute.
 """
 
 import contextlib
+import threading
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
@@ -70,15 +71,46 @@ def _swap_backend_nn(
             f", which Keras {keras.__version__} does not have. Install a "
             "Keras version in the range kerameta declares, or report it."
         )
-    originals = {name: getattr(nn, name) for name in replacements}
-    swapped = [n for n, fn in replacements.items() if originals[n] is not fn]
-    for name in swapped:
-        setattr(nn, name, replacements[name])
-    try:
+    with _swap_attributes(nn, replacements) as originals:
         yield originals
+
+
+# (module, name, replacement) -> [blocks inside, the value to restore].
+_SWAPS: dict[tuple, list] = {}
+_SWAPS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _swap_attributes(
+    module: Any, replacements: dict[str, Callable]
+) -> Iterator[dict[str, Callable]]:
+    """Sets attributes of `module` while any block using them runs.
+
+    Yields the values found on entry (the replacements themselves when a
+    block is already inside). Counted, not just nested: under
+    `tf.distribute.MirroredStrategy` each replica traces the step in a
+    thread of its own, and the threads take turns at every all-reduce, so
+    one replica may leave its block while another is still inside.
+    """
+    found = {}
+    with _SWAPS_LOCK:
+        for name, fn in replacements.items():
+            found[name] = current = getattr(module, name)
+            entry = _SWAPS.setdefault((module, name, fn), [0, current])
+            if current is not fn:  # not swapped in: by no block, or another
+                entry[1] = current
+                setattr(module, name, fn)
+            entry[0] += 1
+    try:
+        yield found
     finally:
-        for name in swapped:
-            setattr(nn, name, originals[name])
+        with _SWAPS_LOCK:
+            for name, fn in replacements.items():
+                entry = _SWAPS[(module, name, fn)]
+                entry[0] -= 1
+                if entry[0] == 0:
+                    setattr(module, name, entry[1])
+                    del _SWAPS[(module, name, fn)]
 
 
 def swap_jax_nn_ops(
@@ -103,3 +135,34 @@ def swap_tf_compute_moments(
     variance)`.
     """
     return _swap_backend_nn("tensorflow", {"_compute_moments": compute_moments})
+
+
+def _unscaled(value: Any) -> Any:
+    return value
+
+
+def unscaled_losses() -> contextlib.AbstractContextManager:
+    """Keras's losses are not divided by the replicas in a block.
+
+    Under a `tf.distribute` strategy, `keras.losses.Loss.__call__` divides a
+    mean loss by the number of replicas, for a model whose gradients the
+    replicas sum; kerameta weighs each task itself (see
+    `engine.replicas`), so its task losses are left whole. The division is
+    `keras.src.losses.loss.scale_loss_for_distribution`, which
+    `reduce_values` looks up as a module attribute; it is a no-op on the
+    other backends, so the block swaps it on TensorFlow only.
+    """
+    if keras.config.backend() != "tensorflow":
+        return contextlib.nullcontext()
+    from keras.src.losses import loss as loss_module
+
+    if not hasattr(loss_module, "scale_loss_for_distribution"):
+        raise RuntimeError(
+            "kerameta replaces `keras.src.losses.loss."
+            f"scale_loss_for_distribution`, which Keras {keras.__version__} "
+            "does not have. Install a Keras version in the range kerameta "
+            "declares, or report it."
+        )
+    return _swap_attributes(
+        loss_module, {"scale_loss_for_distribution": _unscaled}
+    )

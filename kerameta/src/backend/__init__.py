@@ -16,6 +16,10 @@ re-exported, the way Keras picks its `Trainer`:
   unseeded random ops from a call's seed states): no-ops where not needed.
 - `fori_loop(lower, upper, body, carry)`: a loop rolled where compiled
   (reverse-differentiable: the trip count is static).
+- `replica_count()`, `all_replicas_sum(x)` (differentiable),
+  `replica_index()`: data parallelism where each replica runs the step on
+  its shard of the tasks (TensorFlow's `tf.distribute`); 1, identity and 0
+  where the step sees every task (one device, JAX's global arrays).
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
 """
 
@@ -46,6 +50,18 @@ def fori_loop(lower, upper, body, carry):
     for i in range(lower, upper):
         carry = body(i, carry)
     return carry
+
+
+def replica_count():
+    return 1  # the step sees every task of the batch
+
+
+def all_replicas_sum(x):
+    return x
+
+
+def replica_index():
+    return 0
 
 
 class MetaTrainer:

@@ -171,3 +171,35 @@ def with_static_task_axis(tensors, num_tasks):
         return tf.ensure_shape(t, [num_tasks] + t.shape.as_list()[1:])
 
     return tf.nest.map_structure(ensure, tensors)
+
+
+def _replica_context():
+    """The replica context of a `tf.distribute` step with several replicas.
+
+    `None` outside one: on one device, and in the cross-replica context
+    (under `strategy.scope()` but outside `strategy.run`), where the code
+    sees the whole batch.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def replica_count():
+    context = _replica_context()
+    return 1 if context is None else int(context.num_replicas_in_sync)
+
+
+def all_replicas_sum(x):
+    context = _replica_context()
+    if context is None:
+        return x
+    # Differentiable: the gradient of an all-reduce sum is the all-reduce
+    # sum of the cotangents.
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def replica_index():
+    context = _replica_context()
+    return 0 if context is None else context.replica_id_in_sync_group

@@ -7,6 +7,11 @@ import keras
 import torch
 
 from kerameta.src.backend import task_loop
+from kerameta.src.backend.torch_distributed import MetaTrainer  # noqa: F401
+from kerameta.src.backend.torch_distributed import all_replicas_sum  # noqa: F401
+from kerameta.src.backend.torch_distributed import replica_count
+from kerameta.src.backend.torch_distributed import replica_index  # noqa: F401
+from kerameta.src.backend.torch_distributed import summed_over_replicas
 
 
 def _zeros_for_none(grads, params):
@@ -16,6 +21,8 @@ def _zeros_for_none(grads, params):
 
 
 def value_and_grad(fn, has_aux=False):
+    """Under data parallelism, the processes' sums: the whole batch's."""
+
     def wrapped(params, *args):
         with torch.enable_grad():
             leaves = [
@@ -27,7 +34,11 @@ def value_and_grad(fn, has_aux=False):
         outputs = keras.tree.map_structure(
             lambda x: x.detach() if torch.is_tensor(x) else x, outputs
         )
-        return outputs, _zeros_for_none(grads, leaves)
+        grads = _zeros_for_none(grads, leaves)
+        if replica_count() > 1:
+            value, *grads = summed_over_replicas([loss, *grads])
+            outputs = (value, outputs[1]) if has_aux else value
+        return outputs, grads
 
     return wrapped
 

@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from kerameta.src import backend as seam
+from kerameta.src import compat
 from kerameta.src.engine.parameters import ParameterLayout
 from kerameta.src.engine.randomness import QUERY
 from kerameta.src.engine.randomness import RandomLayers
@@ -86,9 +87,11 @@ class Components:
     def mean_task_loss(self, y_true, y_pred):
         # In `floatx` at least, as Keras's losses (float32 under a mixed
         # policy), and not with `ops.mean`: on JAX and torch it averages
-        # float64 in float32.
+        # float64 in float32. Whole under `tf.distribute`, where Keras's
+        # losses divide by the replicas (see `engine.replicas`).
         y_pred = keras.tree.map_structure(_at_least_floatx, y_pred)
-        losses = self.task_loss(y_true, y_pred)
+        with compat.unscaled_losses():
+            losses = self.task_loss(y_true, y_pred)
         return ops.sum(losses) / ops.sum(ops.ones_like(losses))
 
     def support_loss(self, fast, shared, x, y, keys=None):

@@ -9,6 +9,7 @@ optimizer applies.
 from keras import ops
 
 from kerameta.src import backend as seam
+from kerameta.src.engine import replicas
 from kerameta.src.engine.adaptation import Components
 from kerameta.src.engine.adaptation import adapt_batch
 from kerameta.src.engine.randomness import QUERY
@@ -45,21 +46,27 @@ def _query_outputs(parts: Components):
 def task_weights(parts: Components, initial, fast, training):
     """Each task's weight in the outer loss (constants), `(tasks,)`.
 
+    Under data parallelism the weights are this replica's tasks' share of
+    the whole batch (`1 / tasks` each for the mean), and the task
+    weighting sees every task's update (see `engine.replicas`).
+
     Returns:
         `(weights, logged)`: the weights of the objective (uniform when not
-        training) and the task weighting's weights, for the logs (`None`
-        for the uniform weighting).
+        training) and the task weighting's weights of the whole batch, for
+        the logs (`None` for the uniform weighting).
     """
-    num_tasks = fast[0].shape[0]
-    uniform = ops.ones((num_tasks,), fast[0].dtype) / num_tasks
+    local = fast[0].shape[0]
+    uniform = ops.ones((local,), fast[0].dtype) / replicas.num_tasks(local)
     if parts.task_weighting.is_uniform:
         return uniform, None
     updates = [
-        ops.stop_gradient(ops.expand_dims(p, 0) - f)
+        replicas.gather_tasks(ops.stop_gradient(ops.expand_dims(p, 0) - f))
         for p, f in zip(initial, fast)
     ]
     weights = ops.stop_gradient(parts.task_weighting.weights(updates))
-    return (weights if training else uniform), weights
+    if not training:
+        return uniform, weights
+    return replicas.local_tasks(weights, local), weights
 
 
 def _combine(parts: Components):
@@ -72,8 +79,9 @@ def _combine(parts: Components):
         weight = parts.co_learner.loss_weight
         if parts.task_weighting.apply_to == "total":
             return objective + weight * ops.sum(weights * co_losses)
-        # Not `ops.mean`: float32 for float64 on JAX and torch.
-        return objective + weight * ops.sum(co_losses) / co_losses.shape[0]
+        # This replica's share of the mean over every task of the batch.
+        count = replicas.num_tasks(co_losses.shape[0])
+        return objective + weight * ops.sum(co_losses) / count
 
     return combine
 

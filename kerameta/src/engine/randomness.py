@@ -29,6 +29,7 @@ meta-step's.
 import numpy as np
 from keras import ops
 
+from kerameta.src.engine import replicas
 from kerameta.src.types import Tensor
 
 STRIDE = 1024
@@ -71,6 +72,10 @@ class RandomLayers:
     def keys(self, non_trainable: list[Tensor], num_tasks: int, salt: int):
         """Every task's generator states for call site `salt`.
 
+        Under data parallelism `num_tasks` is this replica's share, and
+        task `t` of replica `r` draws as task `r * num_tasks + t` of the
+        whole batch: the masks of a one-device run.
+
         Returns:
             A `(num_tasks, generators, 2)` tensor in the state's dtype.
         """
@@ -78,11 +83,12 @@ class RandomLayers:
         salts = np.array(
             [
                 [_mix(salt, task, g) for g in range(len(self.positions))]
-                for task in range(num_tasks)
+                for task in range(replicas.num_tasks(num_tasks))
             ],
             dtype="int64",
         )
         salts = ops.cast(ops.convert_to_tensor(salts), states.dtype)
+        salts = replicas.local_tasks(salts, num_tasks)
         first = ops.bitwise_xor(ops.expand_dims(states[:, 0], 0), salts)
         counter = ops.expand_dims(states[:, 1] * STRIDE, 0)
         second = ops.broadcast_to(counter, ops.shape(first))

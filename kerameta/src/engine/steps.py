@@ -12,6 +12,7 @@ from keras import ops
 
 from kerameta.src import backend as seam
 from kerameta.src import compat
+from kerameta.src.engine import replicas
 from kerameta.src.engine.adaptation import Components
 from kerameta.src.engine.network import training_call
 from kerameta.src.engine.objective import adapted_query_predictions
@@ -100,7 +101,7 @@ class MetaSteps:
                     episode.query_x,
                     episode.query_y,
                 ],
-                hints.get(mode),
+                _replica_tasks(hints.get(mode)),
             )
         )
 
@@ -209,7 +210,10 @@ class MetaSteps:
         )
 
     def _update_metrics(self, aux, episode, applied=None):
-        loss = ops.mean(ops.stop_gradient(aux["task_losses"]))
+        # Means over every task of the batch, also under data parallelism
+        # (each replica logs the same value); the compiled metrics are
+        # Keras's, which sums their totals and counts over replicas.
+        loss = replicas.task_mean(ops.stop_gradient(aux["task_losses"]))
         if applied is not None:
             # A refused update is reported as a non-finite loss, which
             # stops `fit` with a warning (see `StopOnNonFiniteLoss`).
@@ -217,7 +221,7 @@ class MetaSteps:
         compat.loss_tracker(self).update_state(loss)
         if self.co_learner is not None:
             self._co_learner_loss_tracker.update_state(
-                ops.mean(ops.stop_gradient(aux["co_losses"]))
+                replicas.task_mean(ops.stop_gradient(aux["co_losses"]))
             )
         weights = aux.get("task_weights")
         if weights is not None:
@@ -235,7 +239,7 @@ class MetaSteps:
                 vectorize=self.vectorize_tasks,
             )([], None, episode.query_y, y_pred)
             for tracker, loss in zip(trackers, losses):
-                tracker.update_state(ops.mean(loss))
+                tracker.update_state(replicas.task_mean(loss))
         logs = aux.get("estimator_logs") or {}
         for tracker in self._estimator_trackers:
             if tracker.name in logs:
@@ -246,3 +250,12 @@ class MetaSteps:
             keras.tree.map_structure(ops.stop_gradient, aux["y_pred"]),
             sample_weight=None,
         )
+
+
+def _replica_tasks(num_tasks: int | None) -> int | None:
+    """A replica's share of a batch of `num_tasks` tasks (the static task
+    axis its step traces with), `None` if unknown."""
+    if num_tasks is None:
+        return None
+    replicas.check_divisible(num_tasks, seam.replica_count())
+    return num_tasks // seam.replica_count()

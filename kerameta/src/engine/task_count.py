@@ -8,13 +8,14 @@ Keras traces its step, so the task count must be static; Keras's TF data
 adapters declare the batch (task) axis as `None`. This mixin reads the
 count from the data given to `fit`, `evaluate` or `predict` and stores it
 (in `_static_tasks_per_batch`, by mode) for the step, which passes it to
-`seam.with_static_task_axis`. On JAX and PyTorch shapes are concrete and
-the mixin does nothing. Framework-free: `tf.data` datasets are recognised
-by their `element_spec`.
+`seam.with_static_task_axis` (each replica's share under `tf.distribute`).
+On JAX and PyTorch shapes are concrete and the mixin does nothing.
+Framework-free: `tf.data` datasets are recognised by their `element_spec`.
 """
 
 import keras
 
+from kerameta.src.engine import replicas
 from kerameta.src.engine.first_batch import check_first_batch
 
 
@@ -90,6 +91,12 @@ class StaticTaskCount:
         _check_equal_batches(data, batch_size)
         hints = self.__dict__.setdefault("_static_tasks_per_batch", {})
         num_tasks = _tasks_per_batch(data, batch_size)
+        # Under `tf.distribute` each replica traces with its share of the
+        # tasks (the step divides); a batch must split evenly.
+        strategy = getattr(self, "distribute_strategy", None)
+        replica_count = getattr(strategy, "num_replicas_in_sync", 1)
+        if num_tasks is not None:
+            replicas.check_divisible(num_tasks, replica_count)
         if hints.get(mode) != num_tasks:
             hints[mode] = num_tasks
             # A traced step holds the old task count: trace again.

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kerameta.src import backend as seam
+from kerameta.src.engine import replicas
 from kerameta.src.types import Tensor
 
 
@@ -13,7 +14,8 @@ def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
     A non-finite loss or gradient is refused, and so is an update that
     leaves a non-finite value behind: a finite but huge gradient can still
     overflow the optimizer's state (Adam's second moment) and, a step
-    later, the weights.
+    later, the weights. Under data parallelism the replicas decide
+    together: every replica applies the summed gradients, or none does.
 
     Returns:
         A boolean scalar tensor: whether the update was applied.
@@ -24,6 +26,7 @@ def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
     if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         for g in grads:
             finite = ops.logical_and(finite, ops.all(ops.isfinite(g)))
+    finite = replicas.all_agree(finite)
     variables = list(variables)
     with seam.no_grad():
         if not optimizer.built:
@@ -35,6 +38,7 @@ def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
         for v in watched:
             if "float" in str(v.dtype):
                 finite = ops.logical_and(finite, ops.all(ops.isfinite(v.value)))
+        finite = replicas.all_agree(finite)
         for v, old in zip(watched, before):
             v.assign(ops.where(finite, v.value, old))
     return finite

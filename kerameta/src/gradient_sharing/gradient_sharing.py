@@ -10,6 +10,7 @@ from kerameta.src.api_export import kerameta_export
 from kerameta.src.checks import check_choice
 from kerameta.src.checks import check_number
 from kerameta.src.checks import check_positive_int
+from kerameta.src.engine import replicas
 from kerameta.src.types import Tensor
 
 _CONCURRENT = ("mean", "leave_one_out")
@@ -198,7 +199,9 @@ class GradientSharing(keras.layers.Layer):
             the mean over tasks of each gradient (the history's signal).
         """
         row = min(step, self.steps - 1)
-        num_tasks = grads[0].shape[0]
+        # Under data parallelism `grads` holds this replica's tasks; the
+        # means are over every task of the batch (see `engine.replicas`).
+        num_tasks = replicas.num_tasks(grads[0].shape[0])
         if training and num_tasks == 1 and not self._warned_single_task:
             self._warned_single_task = True
             warnings.warn(
@@ -211,14 +214,15 @@ class GradientSharing(keras.layers.Layer):
             )
         directions, means = [], []
         for index, g in enumerate(grads):
-            mean = ops.sum(g, axis=0) / num_tasks  # float64: not ops.mean
+            total = replicas.task_sum(g)
+            mean = total / num_tasks  # float64: not ops.mean
             means.append(mean)
             direction = g
             if self.uses_concurrent(training):
                 if self.concurrent == "mean":
                     shared = mean
                 elif num_tasks > 1:
-                    total = ops.sum(g, axis=0, keepdims=True)
+                    total = ops.expand_dims(total, 0)
                     shared = (total - g) / ops.cast(num_tasks - 1, g.dtype)
                 else:
                     shared = ops.zeros_like(g)

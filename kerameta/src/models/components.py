@@ -181,10 +181,12 @@ class StructuredLoss:
         """Each output's mean loss (unweighted), in `names` order."""
         self._check(y_true, "targets")
         self._check(y_pred, "predictions")
-        return [
-            _mean(fn(y_true[name], y_pred[name]))
-            for name, fn in zip(self.names, self.losses)
-        ]
+        # Whole under `tf.distribute` (see `compat.unscaled_losses`).
+        with compat.unscaled_losses():
+            return [
+                _mean(fn(y_true[name], y_pred[name]))
+                for name, fn in zip(self.names, self.losses)
+            ]
 
     def __call__(self, y_true: Any, y_pred: Any) -> Any:
         return sum(

@@ -42,7 +42,9 @@ class TaskWeighting:
         Args:
             updates: for each adapted weight, every task's update
                 `initial - adapted`, with a leading task axis (already
-                stop-gradient).
+                stop-gradient). Every task of the batch, also under data
+                parallelism, where the engine gathers them from the
+                replicas and gives each replica its tasks' weights.
         """
         num_tasks = updates[0].shape[0]
         return ops.ones((num_tasks,), dtype=updates[0].dtype) / num_tasks
