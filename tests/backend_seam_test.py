@@ -379,9 +379,10 @@ def test_seam_is_small():
     # several inputs (structured task arguments) added 25 lines; 630 until
     # data parallelism (`replica_count`, `all_replicas_sum`,
     # `replica_index`, with TF's `tf.distribute` versions) added 50; 680
-    # until PyTorch's processes (torch_distributed.py) added 135.
-    assert sum(lines.values()) < 815, (
-        f"The backend seam should stay under 815 lines; it has {lines}."
+    # until PyTorch's processes (torch_distributed.py) added 135; 815 until
+    # the rolled inner loop (`fori_loop`) added 25.
+    assert sum(lines.values()) < 845, (
+        f"The backend seam should stay under 845 lines; it has {lines}."
     )
 
 

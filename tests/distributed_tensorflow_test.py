@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(
     reason="tf.distribute is TensorFlow's",
 )
 
-_SCRIPT = r'''
+_SCRIPT = r"""
 import json
 
 import tensorflow as tf
@@ -157,7 +157,7 @@ try:
 except ValueError as error:
     result["uneven"] = str(error)
 print("RESULT " + json.dumps(result))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
