@@ -448,3 +448,38 @@ def test_omniglot_few_shot_full(tmp_path):
     # short run: the benchmark's validation accuracy was 72% after 500.
     assert after > 0.7, stdout[-3000:]
     assert after > before, stdout[-3000:]
+
+
+def _check_multi_device(stdout):
+    assert f"Keras backend: {BACKEND}" in stdout
+    assert math.isfinite(_mse(stdout, "Final meta-training loss:"))
+    assert math.isfinite(_mse(stdout, "Test MSE after meta-training:"))
+    if BACKEND == "torch":  # two processes; only the first prints logs
+        assert "Process 1 of 2" in stdout
+        assert stdout.count("Final meta-training loss:") == 1
+    elif BACKEND == "tensorflow":
+        assert "Replicas: 2" in stdout
+
+
+# The distributed tests check every engine against one device; the smoke run
+# of the example (its device set-up costs 30-60 s on JAX and TensorFlow) is
+# in CI on PyTorch, where it also proves the torchrun relaunch.
+@pytest.mark.parametrize(
+    "smoke",
+    [
+        pytest.param(
+            True,
+            marks=[pytest.mark.slow] if BACKEND != "torch" else [],
+            id="smoke",
+        ),
+        pytest.param(False, marks=pytest.mark.slow, id="full"),
+    ],
+)
+def test_multi_device(tmp_path, smoke):
+    stdout = _run_example(
+        "multi_device.py",
+        tmp_path / "output",
+        smoke=smoke,
+        timeout=600 if smoke else 3600,
+    )
+    _check_multi_device(stdout)
