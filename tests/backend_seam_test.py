@@ -376,9 +376,10 @@ def test_seam_is_small():
         for name in files
     }
     # 600 until random layers (torch's `random_scope`) and models with
-    # several inputs (structured task arguments) added 25 lines.
-    assert sum(lines.values()) < 630, (
-        f"The backend seam should stay under 630 lines; it has {lines}."
+    # several inputs (structured task arguments) added 25 lines; 630 until
+    # JAX's task loop sharded under `keras.distribution` added 20 lines.
+    assert sum(lines.values()) < 650, (
+        f"The backend seam should stay under 650 lines; it has {lines}."
     )
 
 

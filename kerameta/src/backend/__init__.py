@@ -14,6 +14,9 @@ re-exported, the way Keras picks its `Trainer`:
 - `enable_grad`, `no_grad`, `second_order_safe` (exact second derivatives
   of batch moments), `with_static_task_axis`, `random_scope(keys)` (seeds
   unseeded random ops from a call's seed states): no-ops where not needed.
+- `task_shards()`, `check_task_count(num_tasks)`: into how many shards a
+  batch's task axis is split, and an error if `num_tasks` do not split
+  evenly (JAX under a `keras.distribution`: its batch axis; 1 elsewhere).
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
 """
 
@@ -33,6 +36,14 @@ def with_static_task_axis(tensors, num_tasks):
 
 def random_scope(keys):
     return contextlib.nullcontext()  # random ops read the seed states
+
+
+def task_shards():
+    return 1  # JAX: the size of a `keras.distribution`'s batch axis
+
+
+def check_task_count(num_tasks):
+    pass  # JAX: the tasks per batch split evenly over the batch axis
 
 
 class MetaTrainer:
