@@ -64,11 +64,25 @@ def shard_tasks(loop, params, shared, *args):
         # and `predict` check their batches first, in `engine.task_count`).
         return loop(params, shared, *args)
     mesh, name, _ = axis
+
+    def local(params, shared, *args):
+        # The shared values meet each device's own tasks as device-varying
+        # values, whose cotangents the transpose sums over the batch axis,
+        # also through custom VJPs (the CPU kernels), which would otherwise
+        # return varying cotangents for invariant inputs (a JAX error).
+        return loop(params, _varying(shared, name), *args)
+
     tasks, same = PartitionSpec(name), PartitionSpec()
     return jax.shard_map(
-        loop,
+        local,
         mesh=mesh,
         in_specs=(tasks, same) + (tasks,) * len(args),
         out_specs=tasks,
         axis_names={name},
     )(params, shared, *args)
+
+
+def _varying(tree, name):
+    if hasattr(jax.lax, "pcast"):
+        return jax.lax.pcast(tree, name, to="varying")
+    return jax.lax.pvary(tree, name)  # jax < 0.8.2
