@@ -55,6 +55,7 @@ import glob
 import gzip
 import importlib.metadata
 import json
+import math
 import os
 import pathlib
 import platform
@@ -228,6 +229,7 @@ def run_point(problem: str, devices: int, warmup, repeats, profiled):
     import kerameta
 
     assert len(jax.devices()) >= devices, jax.devices()
+    load_average = os.getloadavg()[0]  # other work on the machine
     spec = PROBLEMS[problem]
     warmup = spec["warmup"] if warmup is None else warmup
     repeats = spec["repeats"] if repeats is None else repeats
@@ -301,6 +303,7 @@ def run_point(problem: str, devices: int, warmup, repeats, profiled):
     exchange_ms = 1e3 * (comm["total_s"] - comm["wait_s"])
     return {
         "backend": "jax",
+        "load_average": load_average,
         "problem": problem,
         "devices": devices,
         "tasks": spec["tasks"],
@@ -389,14 +392,20 @@ def run_all(args: argparse.Namespace) -> None:
 
 
 def report(records: list[dict], output: pathlib.Path) -> None:
-    """Writes the latest record of each point as Markdown tables."""
-    latest: dict[tuple, dict] = {}
+    """Writes every point's records (medians over runs) as Markdown."""
+    points: dict[tuple, list] = {}
     for record in records:
-        latest[(record["problem"], record["devices"])] = record
-    if not latest:
+        key = (record["problem"], record["devices"])
+        points.setdefault(key, []).append(record)
+    if not points:
         raise RuntimeError("No scaling results to report.")
-    newest = max(latest.values(), key=lambda r: r["date"])
+    newest = max(records, key=lambda r: r["date"])
     versions = ", ".join(f"{k} {v}" for k, v in newest["versions"].items())
+    loads = [r.get("load_average", math.nan) for r in records]
+
+    def median(runs, key):
+        return statistics.median(r[key] for r in runs)
+
     lines = [
         "# Data-parallel scaling (JAX, forced host devices)",
         "",
@@ -407,12 +416,16 @@ def report(records: list[dict], output: pathlib.Path) -> None:
         f"- Machine: {newest['cpu']}, {newest['cores']} cores, CPU only, "
         f"Python {newest['python']}.",
         f"- Versions: {versions}.",
+        f"- Load average (1 minute) when each point started: "
+        f"{min(loads):.1f} to {max(loads):.1f} on {newest['cores']} cores "
+        "(other jobs shared the machine; the timings are noisy).",
         "- *devices*: forced XLA:CPU host devices "
         "(`--xla_force_host_platform_device_count`) under "
         "`keras.distribution.DataParallel` (none for 1); the task axis is "
         "the batch axis. *median ms*: time per meta-iteration through "
         "`MAML.fit` (second order, 1 inner step, Adam), synchronised on the "
-        "loss, after warm-up; *p10–p90*: its spread. *speed-up*: the "
+        "loss, after warm-up, then the median over *runs* separate runs "
+        "(processes), whose own medians span *run range*. *speed-up*: the "
         "1-device median over this one.",
         "- *comm %*: mean time a device spends inside collectives per "
         "meta-iteration (from a JAX profiler trace), as a share of the "
@@ -431,28 +444,33 @@ def report(records: list[dict], output: pathlib.Path) -> None:
     ]
     for problem, spec in PROBLEMS.items():
         rows = sorted(
-            (r for (p, _), r in latest.items() if p == problem),
-            key=lambda r: r["devices"],
+            (runs for (p, _), runs in points.items() if p == problem),
+            key=lambda runs: runs[0]["devices"],
         )
         if not rows:
             continue
-        one = next((r for r in rows if r["devices"] == 1), None)
-        path = "vmap" if rows[0]["vectorize_tasks"] else "lax.map + shard_map"
+        one = next((r for r in rows if r[0]["devices"] == 1), None)
+        path = (
+            "vmap" if rows[0][0]["vectorize_tasks"] else "lax.map + shard_map"
+        )
         lines += [
             f"## {spec['title']} ({path})",
             "",
-            "| devices | tasks per device | median ms | p10–p90 ms | "
-            "speed-up | comm % | exchange % | first step s |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| devices | tasks per device | median ms | runs | run range ms "
+            "| speed-up | comm % | exchange % | first step s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in rows:
-            speed = f"{one['median_ms'] / r['median_ms']:.2f}×" if one else "—"
+        for runs in rows:
+            ms = median(runs, "median_ms")
+            low = min(r["median_ms"] for r in runs)
+            high = max(r["median_ms"] for r in runs)
+            speed = f"{median(one, 'median_ms') / ms:.2f}×" if one else "—"
             lines.append(
-                f"| {r['devices']} | {r['tasks_per_device']} | "
-                f"{r['median_ms']:.1f} | {r['p10_ms']:.1f}–{r['p90_ms']:.1f} "
-                f"| {speed} | {100 * r['comm_fraction']:.1f} | "
-                f"{100 * r['exchange_fraction']:.1f} | "
-                f"{r['first_step_s']:.1f} |"
+                f"| {runs[0]['devices']} | {runs[0]['tasks_per_device']} | "
+                f"{ms:.1f} | {len(runs)} | {low:.1f}–{high:.1f} | {speed} | "
+                f"{100 * median(runs, 'comm_fraction'):.1f} | "
+                f"{100 * median(runs, 'exchange_fraction'):.1f} | "
+                f"{median(runs, 'first_step_s'):.1f} |"
             )
         lines.append("")
     output.write_text("\n".join(lines), encoding="utf-8")

@@ -169,17 +169,20 @@ for vectorize in (True, False):
     result["per_task_spec"][vectorize] = [str(s) for s in out.sharding.spec]
 keras.distribution.set_distribution(None)
 
-# 6 tasks do not split over 4 devices: a clear error before Keras's own.
-for conv in (False, True):
+# 6 tasks do not split over 4 devices, nor does a last batch of 2 (10
+# tasks in batches of 4): a clear error before Keras's own.
+for name, conv, tasks, batch_size in (
+    ("dense", False, 6, 6), ("conv", True, 6, 6), ("last", False, 10, 4)
+):
     keras.distribution.set_distribution(data_parallel(4))
     maml = kerameta.MAML(network(conv), inner_steps=1)
     maml.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    x, y = episodes(6, (6, 6, 1) if conv else (1,))
+    x, y = episodes(tasks, (6, 6, 1) if conv else (1,))
     try:
-        maml.fit(x, y, batch_size=6, epochs=1, verbose=0)
-        result[f"indivisible_{conv}"] = None
+        maml.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        result[f"indivisible_{name}"] = None
     except ValueError as error:
-        result[f"indivisible_{conv}"] = str(error)
+        result[f"indivisible_{name}"] = str(error)
     keras.distribution.set_distribution(None)
 print("RESULT " + json.dumps(result))
 """
@@ -249,10 +252,12 @@ def test_per_task_outputs_stay_split_over_the_batch_axis(result):
     assert result["per_task_spec"] == {"true": ["batch"], "false": ["batch"]}
 
 
-@pytest.mark.parametrize("conv", [False, True])
-def test_tasks_that_do_not_divide_the_batch_axis(result, conv):
-    message = result[f"indivisible_{conv}"]
+@pytest.mark.parametrize(
+    "case, received", [("dense", 6), ("conv", 6), ("last", 2)]
+)
+def test_tasks_that_do_not_divide_the_batch_axis(result, case, received):
+    message = result[f"indivisible_{case}"]
     assert message is not None
     assert "batch axis 'batch', which has 4 devices" in message
-    assert "Received: a batch of 6 tasks" in message
+    assert f"Received: a batch of {received} tasks" in message
     assert "divisible by 4" in message

@@ -82,8 +82,11 @@ def _check_equal_batches(data, batch_size) -> None:
 
 
 def _check_split_over_devices(data, batch_size) -> None:
-    """JAX under a `keras.distribution`: the first and last batches' tasks
-    split evenly over the batch axis (else JAX fails deep in Keras)."""
+    """The first and last batches' tasks split evenly over the devices.
+
+    JAX under a `keras.distribution` only: else Keras fails deep in JAX
+    when it splits a batch over the mesh's batch axis.
+    """
     if seam.task_shards() == 1:
         return
     counts = set()
