@@ -19,13 +19,15 @@ arrival wait; each is given as a fraction of the profiled steps' time
 profiled run).
 The wait is load imbalance, not transfer: with N forced host devices on
 fewer cores, a device whose thread is descheduled makes the others wait.
+The report takes the median over every recorded run of a point.
 
 Forced host devices are N XLA:CPU devices in one process that share the
 machine's cores (one Eigen thread pool); they model the program that runs
 on N accelerators (the sharding, the collectives), not N times the
-compute. On a 2-core machine, 2 and 4 devices cannot run faster than 1:
-the rows measure the overhead of splitting the task batch (per-device
-dispatch, the meta-gradient all-reduce) on the same cores.
+compute. On a 2-core machine, 2 and 4 devices add no arithmetic units: a
+gain can only come from cores one device leaves idle, and the rows mostly
+measure the overhead of splitting the task batch (per-device dispatch,
+the meta-gradient all-reduce) on the same cores.
 
 Problems (random data, fixed seed, second order, 1 inner step, Adam):
 
@@ -44,7 +46,7 @@ python benchmarks/scaling.py --report-only      # the table from the JSONL
 ```
 
 Every point is one JSON line appended to `benchmarks/scaling_results.jsonl`;
-the latest run of each point goes into `benchmarks/SCALING.md`.
+`benchmarks/SCALING.md` shows each point's median over all its runs.
 """
 
 from __future__ import annotations
@@ -435,11 +437,16 @@ def report(records: list[dict], output: pathlib.Path) -> None:
         "- These devices share the machine's cores. Forced host devices "
         "model the sharded program (each device runs its own tasks, one "
         "all-reduce of the meta-gradient), not more compute: with "
-        f"{newest['cores']} cores, more devices cannot be faster than one, "
-        "and the rows measure the overhead of splitting the task batch on "
-        "the same cores. The wait inside collectives is load imbalance "
-        "(a device's thread descheduled), not transfer. On N real "
-        "accelerators each device would run 1/N of the tasks.",
+        f"{newest['cores']} cores, more devices add no arithmetic units. A "
+        "gain can only come from cores that one device leaves idle (the "
+        "looped conv path runs small kernels one task at a time), and the "
+        "rows mostly measure what splitting the task batch costs on the "
+        "same cores: per-device dispatch and the all-reduce, which dominate "
+        "a 1 ms step. The wait inside collectives is load imbalance (a "
+        "device's thread descheduled), not transfer. On N real "
+        "accelerators each device would run 1/N of the tasks; read the "
+        "*exchange* column as the communication share to expect there, "
+        "for these model sizes, before any transfer between chips.",
         "",
     ]
     for problem, spec in PROBLEMS.items():
