@@ -370,7 +370,12 @@ GROUND_FLOOR = {
 
 
 def test_seam_is_small():
-    files = [*SEAM_FILES, "task_loop.py", "torch_distributed.py"]
+    files = [
+        *SEAM_FILES,
+        "task_loop.py",
+        "torch_distributed.py",
+        "jax_distribution.py",
+    ]
     lines = {
         name: len((SEAM / name).read_text("utf-8").splitlines())
         for name in files
@@ -380,9 +385,11 @@ def test_seam_is_small():
     # data parallelism (`replica_count`, `all_replicas_sum`,
     # `replica_index`, with TF's `tf.distribute` versions) added 50; 680
     # until PyTorch's processes (torch_distributed.py) added 135; 815 until
-    # the rolled inner loop (`fori_loop`) added 25.
-    assert sum(lines.values()) < 845, (
-        f"The backend seam should stay under 845 lines; it has {lines}."
+    # the rolled inner loop (`fori_loop`) added 25; 845 until JAX's task
+    # loop sharded under `keras.distribution` (jax_distribution.py) added
+    # 110. (`jax_cpu_kernels.py`, XLA:CPU workarounds, is not counted.)
+    assert sum(lines.values()) < 960, (
+        f"The backend seam should stay under 960 lines; it has {lines}."
     )
 
 

@@ -20,6 +20,9 @@ re-exported, the way Keras picks its `Trainer`:
   `replica_index()`: data parallelism where each replica runs the step on
   its shard of the tasks (TensorFlow's `tf.distribute`); 1, identity and 0
   where the step sees every task (one device, JAX's global arrays).
+- `task_shards()`, `check_task_count(num_tasks)`: into how many shards a
+  batch's task axis is split, and an error if `num_tasks` do not split
+  evenly (JAX under a `keras.distribution`: its batch axis; 1 elsewhere).
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
 """
 
@@ -62,6 +65,14 @@ def all_replicas_sum(x):
 
 def replica_index():
     return 0
+
+
+def task_shards():
+    return 1  # JAX: the size of a `keras.distribution`'s batch axis
+
+
+def check_task_count(num_tasks):
+    pass  # JAX: the tasks per batch split evenly over the batch axis
 
 
 class MetaTrainer:

@@ -7,6 +7,9 @@ import jax.numpy as jnp
 from keras import StatelessScope
 
 from kerameta.src.backend.jax_cpu_kernels import loop_friendly_ops
+from kerameta.src.backend.jax_distribution import check_task_count  # noqa: F401
+from kerameta.src.backend.jax_distribution import shard_tasks
+from kerameta.src.backend.jax_distribution import task_shards  # noqa: F401
 
 value_and_grad = jax.value_and_grad
 # Static bounds: `scan`, reverse-differentiable.
@@ -75,13 +78,18 @@ def custom_gradient(forward, backward):
 
 
 def _over_tasks(fn, vectorize, params, shared, *args):
-    if vectorize:
+    if vectorize:  # keeps a distribution's task sharding by itself
         in_axes = (0, None) + (0,) * len(args)
         return jax.vmap(fn, in_axes=in_axes)(params, shared, *args)
+
     # `lax.map` traces the task body once (compile time flat in the tasks);
     # its `while` body needs `jax_cpu_kernels` for fast convolutions.
-    with loop_friendly_ops():
-        return jax.lax.map(lambda a: fn(a[0], shared, *a[1:]), (params, *args))
+    def loop(params, shared, *args):
+        with loop_friendly_ops():
+            pack = (params, *args)
+            return jax.lax.map(lambda a: fn(a[0], shared, *a[1:]), pack)
+
+    return shard_tasks(loop, params, shared, *args)  # a device's own tasks
 
 
 def per_task_value_and_grad(fn, create_graph=True, vectorize=True):

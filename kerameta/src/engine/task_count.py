@@ -1,7 +1,8 @@
 """`StaticTaskCount`: checks the first batch, notes the tasks per batch.
 
 Every backend: the first batch is checked on the host (see
-`engine.first_batch`).
+`engine.first_batch`). On JAX under a `keras.distribution`, the first and
+last batches must hold a multiple of the batch axis's devices in tasks.
 
 On TensorFlow, the seam loops over the tasks of a batch in Python while
 Keras traces its step, so the task count must be static; Keras's TF data
@@ -15,6 +16,7 @@ Framework-free: `tf.data` datasets are recognised by their `element_spec`.
 
 import keras
 
+from kerameta.src import backend as seam
 from kerameta.src.engine import replicas
 from kerameta.src.engine.first_batch import check_first_batch
 
@@ -80,12 +82,37 @@ def _check_equal_batches(data, batch_size) -> None:
         )
 
 
+def _check_split_over_devices(data, batch_size) -> None:
+    """The first and last batches' tasks split evenly over the devices.
+
+    JAX under a `keras.distribution` only: else Keras fails deep in JAX
+    when it splits a batch over the mesh's batch axis.
+    """
+    if seam.task_shards() == 1:
+        return
+    counts = set()
+    if isinstance(data, keras.utils.PyDataset):
+        try:
+            last = len(data) - 1
+        except (TypeError, NotImplementedError):  # an endless dataset
+            last = 0
+        counts = {_tasks_per_batch(data[i]) for i in {0, last} if last >= 0}
+    elif isinstance(data, dict) and "support_x" in data:
+        first = keras.tree.flatten(data["support_x"])[0]
+        if getattr(first, "shape", None) and first.shape[0] is not None:
+            num_tasks, size = int(first.shape[0]), batch_size or 32
+            counts = {min(num_tasks, size), num_tasks % size or size}
+    for count in sorted(counts - {None, 0}):
+        seam.check_task_count(count)
+
+
 class StaticTaskCount:
     """Mixin for a `keras.Model`: checks the first batch on the host, and
     notes the tasks per batch (TF only)."""
 
     def _remember_tasks_per_batch(self, mode, data, y=None, batch_size=None):
         check_first_batch(self, mode, data, y, batch_size)
+        _check_split_over_devices(data, batch_size)
         if keras.config.backend() != "tensorflow":
             return
         _check_equal_batches(data, batch_size)
