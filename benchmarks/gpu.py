@@ -31,7 +31,9 @@ configuration skipped or stopped so is recorded as a note, which
 `RESULTS.md` lists under the GPU tables. `--no-memory` leaves the whole
 budget to the timing tables. Omniglot (`omniglot_maml.py`, whose table
 already has a device column and the ≥ 98% GPU target) needs the dataset
-and hours of training, so it is not part of this command.
+and hours of training, so it is not part of this command. Nor is
+`scaling.py`: data-parallel scaling needs several devices, and this
+command uses one GPU.
 
 Install (one virtual environment per framework, as their CUDA libraries
 may conflict; Python 3.11+, CUDA 12 driver):
