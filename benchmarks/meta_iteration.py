@@ -28,7 +28,14 @@ KERAS_BACKEND=torch python benchmarks/meta_iteration.py \
     --problem sinusoid --inner-steps 5
 ```
 
-The baseline needs PyTorch (the CPU build) in the same environment.
+The baseline needs PyTorch in the same environment (the CPU build; a CUDA
+build for `--device gpu`, which runs the baseline on the first CUDA GPU).
+The device kerameta computes on is the backend's own choice (JAX's and
+TensorFlow's first device, CUDA on PyTorch when available) and is recorded
+with every result: `"device": "cpu"`, or `"gpu"` with `device_name` and
+`peak_device_mb` (the allocator's peak over the whole process). `--device`
+checks that choice. `benchmarks/gpu.py` runs every problem on every backend's
+GPU build, within a time budget.
 """
 
 from __future__ import annotations
@@ -76,7 +83,17 @@ PROBLEMS = {
         "repeats": 5,
     },
 }
-PACKAGES = ("keras", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "torch")
+PACKAGES = (
+    "keras",
+    "jax",
+    "jaxlib",
+    "jax-cuda12-plugin",
+    "jax-cuda13-plugin",
+    "tensorflow-cpu",
+    "tensorflow",
+    "torch",
+)
+MIB = 1024 * 1024
 
 
 def machine_facts() -> dict[str, object]:
@@ -101,6 +118,65 @@ def machine_facts() -> dict[str, object]:
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def device_facts(backend: str, memory: bool = False) -> dict[str, object]:
+    """Where `backend` computes: `{"device": "cpu"}`, or on a GPU also its
+    `device_name` and, with `memory=True`, the allocator's peak
+    `peak_device_mb` over the process (JAX `memory_stats`, TensorFlow
+    `get_memory_info`, `torch.cuda.max_memory_allocated`)."""
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform not in ("gpu", "cuda", "rocm"):
+            return {"device": "cpu"}
+        facts = {"device": "gpu", "device_name": device.device_kind}
+        if memory:
+            stats = device.memory_stats() or {}
+            peak = stats.get("peak_bytes_in_use")
+            facts["peak_device_mb"] = None if peak is None else peak / MIB
+        return facts
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return {"device": "cpu"}
+        details = tf.config.experimental.get_device_details(gpus[0])
+        facts = {
+            "device": "gpu",
+            "device_name": details.get("device_name", gpus[0].name),
+        }
+        if memory:
+            info = tf.config.experimental.get_memory_info("GPU:0")
+            facts["peak_device_mb"] = info["peak"] / MIB
+        return facts
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"device": "cpu"}
+        facts = {"device": "gpu", "device_name": torch.cuda.get_device_name()}
+        if memory:
+            facts["peak_device_mb"] = torch.cuda.max_memory_allocated() / MIB
+        return facts
+    raise ValueError(
+        "Expected backend to be one of 'jax', 'tensorflow', 'torch'. "
+        f"Received: {backend!r}"
+    )
+
+
+def _check_device(args: argparse.Namespace, backend: str) -> None:
+    """Raises when `--device` names another device than the one in use."""
+    device = device_facts(backend)["device"]
+    if args.device is not None and device != args.device:
+        raise SystemExit(
+            f"--device {args.device} was asked for, but the {backend} "
+            f"backend computes on the {device.upper()}. Install the "
+            "backend's GPU build (see docs/benchmarks.md, 'Running on a "
+            "GPU') or drop --device."
+        )
 
 
 def peak_rss_mb() -> float:
@@ -155,6 +231,7 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    _check_device(args, keras.config.backend())
     spec = PROBLEMS[args.problem]
     episode = make_episode(args.problem)
     if args.problem == "sinusoid":
@@ -247,6 +324,7 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         "steps_per_execution": per_execution,
         "unroll_inner_loop": args.unroll_inner_loop,
         "threads": _torch_threads(),
+        **device_facts(keras.config.backend(), memory=True),
     }
 
 
@@ -316,7 +394,9 @@ def run_baseline(args: argparse.Namespace) -> dict[str, object]:
 
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
-    error = check_baseline_against_reference()
+    device = args.device or "cpu"
+    where = baseline.torch_device(device)
+    error = check_baseline_against_reference()  # on the CPU, in float64
     torch.manual_seed(0)
     spec = PROBLEMS[args.problem]
     episode = make_episode(args.problem)
@@ -325,6 +405,7 @@ def run_baseline(args: argparse.Namespace) -> dict[str, object]:
     else:
         module = baseline.conv4(spec["ways"], spec["filters"], 1)
         loss = "sparse_categorical_crossentropy"
+    module.to(where)
     step = baseline.make_meta_step(
         module,
         loss,
@@ -335,8 +416,19 @@ def run_baseline(args: argparse.Namespace) -> dict[str, object]:
     warmup = spec["warmup"] if args.warmup is None else args.warmup
     repeats = spec["repeats"] if args.repeats is None else args.repeats
     timing = baseline.time_meta_steps(
-        step, baseline.episode_to_tensors(episode, loss), warmup, repeats
+        step,
+        baseline.episode_to_tensors(episode, loss, device=where),
+        warmup,
+        repeats,
+        device=device,
     )
+    facts = {"device": "cpu"}
+    if device == "gpu":
+        facts = {
+            "device": "gpu",
+            "device_name": torch.cuda.get_device_name(where),
+            "peak_device_mb": torch.cuda.max_memory_allocated(where) / MIB,
+        }
     return {
         "framework": "torch-loop",
         "backend": "torch",
@@ -347,6 +439,7 @@ def run_baseline(args: argparse.Namespace) -> dict[str, object]:
         "warmup": warmup,
         "repeats": repeats,
         **timing,
+        **facts,
     }
 
 
@@ -370,9 +463,8 @@ def run_one(args: argparse.Namespace) -> None:
         "tasks": spec["tasks"],
         "inner_steps": args.inner_steps,
         "meta_gradient": args.meta_gradient,
-        "device": "cpu",
         **machine_facts(),
-        **result,
+        **result,  # its "device" (and on a GPU, "device_name")
     }
     with open(args.output, "a") as file:
         file.write(json.dumps(record) + "\n")
@@ -381,9 +473,51 @@ def run_one(args: argparse.Namespace) -> None:
         f"{args.problem:>8} steps={args.inner_steps} "
         f"median={record['median_ms']:.1f} ms "
         f"first={record['first_step_s']:.1f} s "
-        f"rss={record['peak_rss_mb']:.0f} MiB",
+        f"rss={record['peak_rss_mb']:.0f} MiB"
+        + (
+            f" {record['device_name']} "
+            f"peak={record.get('peak_device_mb') or 0:.0f} MiB"
+            if record["device"] == "gpu"
+            else ""
+        ),
         flush=True,
     )
+
+
+def one_command(
+    args: argparse.Namespace,
+    problem: str,
+    inner_steps: int,
+    baseline: bool,
+    run: str,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command line that runs one configuration in a fresh process."""
+    command = [
+        python,
+        __file__,
+        "--one",
+        f"--problem={problem}",
+        f"--inner-steps={inner_steps}",
+        f"--meta-gradient={args.meta_gradient}",
+        f"--output={args.output}",
+        f"--run={run}",
+    ]
+    command += ["--baseline"] if baseline else []
+    command += ["--jit-compile"] if args.jit_compile else []
+    if args.torch_threads is not None:
+        command.append(f"--torch-threads={args.torch_threads}")
+    if not baseline:
+        command.append(f"--steps-per-execution={args.steps_per_execution}")
+        if args.unroll_inner_loop:
+            command.append("--unroll-inner-loop")
+    if args.warmup is not None:
+        command.append(f"--warmup={args.warmup}")
+    if args.repeats is not None:
+        command.append(f"--repeats={args.repeats}")
+    if args.device is not None:
+        command.append(f"--device={args.device}")
+    return command
 
 
 def run_all(args: argparse.Namespace) -> None:
@@ -404,34 +538,14 @@ def run_all(args: argparse.Namespace) -> None:
         )
         for inner_steps in steps:
             for baseline in [False, True] if args.with_baseline else [False]:
-                command = [
-                    sys.executable,
-                    __file__,
-                    "--one",
-                    f"--problem={problem}",
-                    f"--inner-steps={inner_steps}",
-                    f"--meta-gradient={args.meta_gradient}",
-                    f"--output={args.output}",
-                    f"--run={run}",
-                ]
-                command += ["--baseline"] if baseline else []
-                command += ["--jit-compile"] if args.jit_compile else []
-                if args.torch_threads is not None:
-                    command.append(f"--torch-threads={args.torch_threads}")
-                if not baseline:
-                    command.append(
-                        f"--steps-per-execution={args.steps_per_execution}"
-                    )
-                    if args.unroll_inner_loop:
-                        command.append("--unroll-inner-loop")
-                if args.warmup is not None:
-                    command.append(f"--warmup={args.warmup}")
-                if args.repeats is not None:
-                    command.append(f"--repeats={args.repeats}")
-                subprocess.run(command, check=True)
+                subprocess.run(
+                    one_command(args, problem, inner_steps, baseline, run),
+                    check=True,
+                )
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (`benchmarks/gpu.py` reuses it)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--problem", choices=sorted(PROBLEMS))
     parser.add_argument("--inner-steps", type=int)
@@ -470,11 +584,22 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="torch.set_num_threads for PyTorch (kerameta and the baseline)",
     )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "gpu"],
+        help="the device to run on: the baseline is placed there, and a "
+        "kerameta run stops if its backend computes elsewhere (default: the "
+        "backend's choice, the baseline on the CPU)",
+    )
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--run", help="run id grouping results (default new)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--baseline", action="store_true", help="internal")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     # Run from a checkout: `kerameta`, `benchmarks` and `tests` importable.
     sys.path.insert(0, str(ROOT))
     if args.one:

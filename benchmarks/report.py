@@ -6,6 +6,9 @@ one Markdown table, with the speed-up over the baseline timed in the same
 run of `meta_iteration.py` and the issue's target. The Omniglot runs of
 `omniglot_maml.py` (`benchmarks/omniglot_results.jsonl`) get a table of
 their own: test accuracy, budget, wall time and the validation curve.
+GPU results (`"device": "gpu"`, written by `gpu.py`) get tables of their
+own, after the CPU ones, without targets (issue #14 sets them for a CPU),
+with the notes of the latest GPU run; with no GPU result, a line says so.
 The seed-method runs of `seed_methods.py`
 (`benchmarks/seed_methods_results.jsonl`) get a "Seed methods" section:
 per-seed values, medians, ratios against the base method, and a verdict
@@ -59,6 +62,8 @@ TITLES = {
     ),
 }
 BACKEND_ORDER = ("jax", "tensorflow", "torch")
+# Said under "On a GPU" while results.jsonl holds no GPU result.
+NO_GPU_DATE = "2026-12-06"
 
 
 def load(path: pathlib.Path) -> list[dict]:
@@ -91,6 +96,10 @@ def _config(record: dict) -> tuple:
     return (record["problem"], record["inner_steps"], record["meta_gradient"])
 
 
+def _device(record: dict) -> str:
+    return record.get("device", "cpu")
+
+
 def same_run_baseline(records: list[dict], record: dict) -> dict | None:
     """The PyTorch task-loop result timed in the same run as `record`."""
     for candidate in reversed(records):
@@ -98,6 +107,7 @@ def same_run_baseline(records: list[dict], record: dict) -> dict | None:
             candidate["framework"] == "torch-loop"
             and candidate["run"] == record["run"]
             and _config(candidate) == _config(record)
+            and _device(candidate) == _device(record)
         ):
             return candidate
     return None
@@ -140,12 +150,42 @@ def _row(record: dict, baseline: dict | None, target: float | None) -> str:
     )
 
 
-def render(records: list[dict]) -> str:
-    table = latest(records)
-    first = records[-1]
+def _versions(records: list[dict]) -> str:
     versions = {}
     for record in records:
         versions.update(record.get("versions", {}))
+    return ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+
+
+def _groups(table: dict[tuple, dict]) -> list[tuple]:
+    """(problem, inner steps, estimator) of the tables, sinusoid first."""
+    groups = sorted({key[:3] for key in table}, key=lambda k: (k[0], k[1]))
+    groups.sort(key=lambda k: k[0] != "sinusoid")
+    return groups
+
+
+def _title(problem: str, steps: int, estimator: str) -> str:
+    return (
+        f"{TITLES.get(problem, problem)}: {steps} inner "
+        f"step{'s' if steps != 1 else ''}, {estimator.replace('_', ' ')}"
+    )
+
+
+def _group_keys(table: dict[tuple, dict], group: tuple) -> list[tuple]:
+    return sorted(
+        (key for key in table if key[:3] == group),
+        key=lambda key: (BACKEND_ORDER.index(key[3]), key[4]),
+    )
+
+
+def render(records: list[dict]) -> str:
+    """The meta-iteration tables: the CPU's, then the GPU section."""
+    gpu = [r for r in records if _device(r) == "gpu"]
+    records = [r for r in records if _device(r) == "cpu"]
+    if not records:
+        return "# Benchmark results\n\n" + "\n".join(render_gpu(gpu))
+    table = latest(records)
+    first = records[-1]
     lines = [
         "# Benchmark results",
         "",
@@ -155,9 +195,7 @@ def render(records: list[dict]) -> str:
         "",
         f"- Machine: {first['cpu']}, {first['cores']} cores, "
         f"{first['device'].upper()} only, Python {first['python']}.",
-        "- Versions: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
-        + ".",
+        "- Versions: " + _versions(records) + ".",
         "- *median ms*: time per meta-iteration (inner loop, meta-gradient "
         "and the Adam update) through `MAML.fit`, synchronised on the loss, "
         "after warm-up; *p10–p90*: its spread. *first step s* includes "
@@ -169,23 +207,15 @@ def render(records: list[dict]) -> str:
         "own process; *speed-up* = baseline ms / median ms.",
         "",
     ]
-    groups = sorted({key[:3] for key in table}, key=lambda k: (k[0], k[1]))
-    groups.sort(key=lambda k: k[0] != "sinusoid")
-    for problem, steps, estimator in groups:
+    for problem, steps, estimator in _groups(table):
         lines += [
-            f"## {TITLES.get(problem, problem)}: {steps} inner "
-            f"step{'s' if steps != 1 else ''}, "
-            f"{estimator.replace('_', ' ')}",
+            f"## {_title(problem, steps, estimator)}",
             "",
             "| backend | setting | median ms | p10–p90 ms | first step s "
             "| peak RSS MiB | baseline ms | speed-up | target |",
             "|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
-        keys = sorted(
-            (key for key in table if key[:3] == (problem, steps, estimator)),
-            key=lambda key: (BACKEND_ORDER.index(key[3]), key[4]),
-        )
-        for key in keys:
+        for key in _group_keys(table, (problem, steps, estimator)):
             record = table[key]
             if record is not None:
                 lines.append(
@@ -196,7 +226,85 @@ def render(records: list[dict]) -> str:
                     )
                 )
         lines.append("")
-    return "\n".join(lines + render_compile_time(table))
+    return "\n".join(lines + render_compile_time(table) + render_gpu(gpu))
+
+
+def _gpu_row(record: dict, baseline: dict | None) -> str:
+    def mib(result: dict | None) -> str:
+        peak = None if result is None else result.get("peak_device_mb")
+        return "—" if peak is None else f"{peak:.0f}"
+
+    baseline_ms = speedup = "—"
+    if baseline is not None:
+        baseline_ms = f"{baseline['median_ms']:.1f}"
+        speedup = f"{baseline['median_ms'] / record['median_ms']:.1f}×"
+    return (
+        f"| {record['backend']} | {_setting(record) or 'default'} "
+        f"| {record['median_ms']:.1f} "
+        f"| {record['p10_ms']:.1f}–{record['p90_ms']:.1f} "
+        f"| {record['first_step_s']:.1f} | {mib(record)} "
+        f"| {baseline_ms} | {mib(baseline)} | {speedup} |"
+    )
+
+
+def render_gpu(records: list[dict]) -> list[str]:
+    """The "On a GPU" section: GPU tables and the latest GPU run's notes."""
+    lines = ["## On a GPU", ""]
+    timings = [r for r in records if r["framework"] != "note"]
+    if not records:
+        lines += [
+            "No GPU rows yet: no GPU machine was available to the project "
+            f"on {NO_GPU_DATE}. `python benchmarks/gpu.py` writes them "
+            "(docs/benchmarks.md, *Running on a GPU*).",
+            "",
+        ]
+    elif not timings:
+        lines += ["No GPU rows: the GPU runs recorded only notes.", ""]
+    else:
+        lines += _gpu_tables(records, timings)
+    if records:
+        run = records[-1]["run"]
+        notes = [
+            r["note"]
+            for r in records
+            if r["framework"] == "note" and r["run"] == run
+        ]
+        if notes:
+            lines += [f"Notes of run {run} ({records[-1]['date'][:10]}):", ""]
+            lines += [f"- {text}" for text in notes] + [""]
+    return lines
+
+
+def _gpu_tables(records: list[dict], timings: list[dict]) -> list[str]:
+    table = latest(timings)
+    last = timings[-1]
+    names = sorted({r["device_name"] for r in timings if "device_name" in r})
+    lines = [
+        f"- GPU: {', '.join(names)}; host {last['cpu']}, {last['cores']} "
+        f"cores, Python {last['python']}; latest run {last['run']}, "
+        f"{last['date'][:10]}.",
+        "- Versions: " + _versions(timings) + ".",
+        "- Columns as above; *peak device MiB*: the GPU allocator's peak "
+        "over the process (JAX `memory_stats`, TensorFlow "
+        "`get_memory_info`, `torch.cuda.max_memory_allocated`). The "
+        "baseline runs on the same GPU, synchronised before each clock "
+        "read. Issue #14's targets are for a 2-core CPU: none applies here.",
+        "",
+    ]
+    for group in _groups(table):
+        lines += [
+            f"### {_title(*group)} (GPU)",
+            "",
+            "| backend | setting | median ms | p10–p90 ms | first step s "
+            "| peak device MiB | baseline ms | baseline peak device MiB "
+            "| speed-up |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key in _group_keys(table, group):
+            record = table[key]
+            lines.append(_gpu_row(record, same_run_baseline(records, record)))
+        lines.append("")
+    return lines
 
 
 def render_compile_time(table: dict[tuple, dict]) -> list[str]:

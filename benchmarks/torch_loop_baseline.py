@@ -21,12 +21,13 @@ Episodes are dicts of NumPy arrays with a leading task axis: ``support_x``
 and ``query_y`` ``[T, Q, ...]``. Image inputs come channels_last
 ``(T, S, H, W, C)`` and are transposed to NCHW here.
 
-Run ``python benchmarks/torch_loop_baseline.py`` to print one JSON line of
-timings per configuration.
+Run ``python benchmarks/torch_loop_baseline.py [--device gpu]`` to print one
+JSON line of timings per configuration.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import platform
@@ -54,6 +55,7 @@ __all__ = [
     "meta_gradient",
     "sinusoid_mlp",
     "time_meta_steps",
+    "torch_device",
 ]
 
 LOSSES = ("mse", "sparse_categorical_crossentropy")
@@ -353,6 +355,30 @@ def make_meta_step(
 # --------------------------------------------------------------------------
 
 
+DEVICES = ("cpu", "gpu")
+
+
+def _check_device(device: str) -> str:
+    """``device`` itself; raises when it is unknown or has no CUDA GPU."""
+    if device not in DEVICES:
+        raise ValueError(
+            f"Expected device to be one of {DEVICES}. Received: {device!r}"
+        )
+    if device == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "device='gpu' needs a CUDA build of PyTorch and a visible GPU, "
+            f"but torch {torch.__version__} sees none "
+            "(torch.cuda.is_available() is False). Install a CUDA build "
+            "(https://pytorch.org/get-started/locally/) or use device='cpu'."
+        )
+    return device
+
+
+def torch_device(device: str) -> torch.device:
+    """The ``torch.device`` of ``"cpu"`` or ``"gpu"`` (the first CUDA GPU)."""
+    return torch.device("cuda" if _check_device(device) == "gpu" else "cpu")
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (``numpy.percentile`` default)."""
     return float(np.percentile(np.asarray(values), q))
@@ -363,23 +389,33 @@ def time_meta_steps(
     episode_tensors: EpisodeTensors,
     warmup: int = 3,
     repeats: int = 20,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """Time ``step(episode_tensors)`` with ``time.perf_counter``.
 
     The first call is timed on its own (``first_step_s``) and counts as one
     of the ``warmup`` calls; then ``repeats`` calls are timed one by one.
+    With ``device="gpu"`` every clock read follows
+    ``torch.cuda.synchronize()``, so a timing covers the kernels it queued.
     Returns ``median_ms``, ``p10_ms``, ``p90_ms`` and ``first_step_s``.
     """
-    start = time.perf_counter()
+    gpu = _check_device(device) == "gpu"
+
+    def clock() -> float:
+        if gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    start = clock()
     step(episode_tensors)
-    first_step_s = time.perf_counter() - start
+    first_step_s = clock() - start
     for _ in range(max(warmup - 1, 0)):
         step(episode_tensors)
     times_ms: list[float] = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         step(episode_tensors)
-        times_ms.append((time.perf_counter() - start) * 1e3)
+        times_ms.append((clock() - start) * 1e3)
     return {
         "median_ms": float(statistics.median(times_ms)),
         "p10_ms": _percentile(times_ms, 10),
@@ -433,8 +469,17 @@ def random_image_episode(
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Time the reference configurations and print JSON lines."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="where the model and episodes live (gpu: the first CUDA GPU)",
+    )
+    device = parser.parse_args(argv).device
+    where = torch_device(device)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     common = {
@@ -442,15 +487,17 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
-        "device": "cpu",
+        "device": device,
     }
+    if device == "gpu":
+        common["device_name"] = torch.cuda.get_device_name(where)
 
     sinusoid = sinusoid_episode(rng, tasks=25, support=10, query=10)
     for inner_steps in (1, 5):
-        module = sinusoid_mlp()
+        module = sinusoid_mlp().to(where)
         step = make_meta_step(module, "mse", inner_steps, 0.01)
-        tensors = episode_to_tensors(sinusoid, "mse")
-        result = time_meta_steps(step, tensors)
+        tensors = episode_to_tensors(sinusoid, "mse", device=where)
+        result = time_meta_steps(step, tensors, device=device)
         print(
             json.dumps(
                 {
@@ -470,10 +517,10 @@ def main() -> None:
 
     loss = "sparse_categorical_crossentropy"
     images = random_image_episode(rng, tasks=32, ways=5, shots=1, queries=15)
-    module = conv4(ways=5, filters=64, in_channels=1)
+    module = conv4(ways=5, filters=64, in_channels=1).to(where)
     step = make_meta_step(module, loss, 1, 0.4)
-    tensors = episode_to_tensors(images, loss)
-    result = time_meta_steps(step, tensors)
+    tensors = episode_to_tensors(images, loss, device=where)
+    result = time_meta_steps(step, tensors, device=device)
     print(
         json.dumps(
             {
