@@ -376,9 +376,11 @@ def test_seam_is_small():
         for name in files
     }
     # 600 until random layers (torch's `random_scope`) and models with
-    # several inputs (structured task arguments) added 25 lines.
-    assert sum(lines.values()) < 630, (
-        f"The backend seam should stay under 630 lines; it has {lines}."
+    # several inputs (structured task arguments) added 25 lines; 630 until
+    # `recompute` (checkpointed's recomputed steps wait for the cotangents)
+    # and JAX's constant task loop in a branch added 35.
+    assert sum(lines.values()) < 665, (
+        f"The backend seam should stay under 665 lines; it has {lines}."
     )
 
 
