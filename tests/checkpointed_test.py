@@ -367,6 +367,7 @@ def test_compiled_memory_does_not_grow_with_activations_per_step(vectorize):
     assert _compiled_temp_bytes("second_order", 6, vectorize) > 2.5 * one
 
 
+@pytest.mark.slow  # 17 s: three compilations
 @pytest.mark.skipif(
     BACKEND != "jax",
     reason="reads XLA's memory analysis of the compiled step (JAX only)",

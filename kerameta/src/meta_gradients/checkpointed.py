@@ -60,9 +60,10 @@ class Checkpointed(MetaGradient):
     `O(inner_steps * activations)`; use it when many inner steps or large
     activations make `SecondOrder` run out of memory. Measured on the same
     benchmark, the memory one meta-iteration adds (peak resident memory)
-    went from 50 MiB at 1 step to 56 MiB at 20 on JAX (1.13x; XLA's
+    went from 49 MiB at 1 step to 56 MiB at 20 on JAX (1.12x; XLA's
     buffers: 48.6 and 53.8 MiB), against 81 MiB when every step was
-    stored; on PyTorch from 88 to 117 MiB (1.33x; 79 and 147 when every
+    stored; on TensorFlow from 46 to 62 MiB (1.34x; 40 and 83 when every
+    step was stored); on PyTorch from 88 to 117 MiB (1.33x; 79 and 147 when every
     step was stored), where the live heap (sampled with `mallinfo2`) is
     55 MiB at 1 step and 65 MiB at 8 and the rest is the C allocator's
     fragmentation.
