@@ -63,10 +63,9 @@ class Checkpointed(MetaGradient):
     went from 49 MiB at 1 step to 56 MiB at 20 on JAX (1.12x; XLA's
     buffers: 48.6 and 53.8 MiB), against 81 MiB when every step was
     stored; on TensorFlow from 46 to 62 MiB (1.34x; 40 and 83 when every
-    step was stored); on PyTorch from 88 to 117 MiB (1.33x; 79 and 147 when every
-    step was stored), where the live heap (sampled with `mallinfo2`) is
-    55 MiB at 1 step and 65 MiB at 8 and the rest is the C allocator's
-    fragmentation.
+    step was stored); on PyTorch from 88 to 117 MiB (1.33x; 79 and 147),
+    where the live heap (sampled with `mallinfo2`) is 55 MiB at 1 step
+    and 65 MiB at 8 and the rest is the C allocator's fragmentation.
 
     Works with every backend, vectorized or looped over tasks, with
     Meta-SGD, `adapted_layers` (ANIL), task weighting and the co-learner.
