@@ -387,9 +387,11 @@ def test_seam_is_small():
     # until PyTorch's processes (torch_distributed.py) added 135; 815 until
     # the rolled inner loop (`fori_loop`) added 25; 845 until JAX's task
     # loop sharded under `keras.distribution` (jax_distribution.py) added
-    # 110. (`jax_cpu_kernels.py`, XLA:CPU workarounds, is not counted.)
-    assert sum(lines.values()) < 960, (
-        f"The backend seam should stay under 960 lines; it has {lines}."
+    # 110; 960 until `recompute` (checkpointed's recomputed steps wait for
+    # the cotangents) and JAX's constant task loop in a branch added 35.
+    # (`jax_cpu_kernels.py`, XLA:CPU workarounds, is not counted.)
+    assert sum(lines.values()) < 995, (
+        f"The backend seam should stay under 995 lines; it has {lines}."
     )
 
 

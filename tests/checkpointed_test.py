@@ -1,13 +1,17 @@
 """The checkpointed meta-gradient (`kerameta.meta_gradients.Checkpointed`).
 
 It is exact second-order MAML computed by an explicit adjoint: the forward
-pass keeps only the fast weights before each inner step, the backward pass
-recomputes one step at a time. So it must equal `"second_order"` to float
-tolerance wherever it is accepted (an MLP, Meta-SGD, ANIL, a conv net with
-batch normalization, gradient agreement, the co-learner; vectorized and
-looped; through `fit`, compiled and eager), and its backward pass must
-recompute each inner step exactly once. Memory is measured by hand, never
-here.
+pass keeps the fast weights before a few inner steps (`checkpoints`), the
+backward pass recomputes the others from them without a graph and
+differentiates one step at a time. So it must equal `"second_order"` to
+float tolerance wherever it is accepted (an MLP, Meta-SGD, ANIL, a conv net
+with batch normalization, gradient agreement, the co-learner; vectorized
+and looped; through `fit`, compiled and eager; whether steps are recomputed
+or all stored), and its backward pass must differentiate each inner step
+exactly once and recompute the steps its schedule says (the schedule itself:
+`checkpoint_schedule_test.py`). Memory is measured by the benchmark
+(`benchmarks/meta_gradient_memory.py`), and on JAX by XLA's buffer
+assignment, below.
 """
 
 import keras
@@ -35,6 +39,8 @@ import kerameta
 from kerameta.meta_gradients import Checkpointed
 from kerameta.meta_gradients import InnerLoop
 from kerameta.src.episodes import validate_episode
+from kerameta.src.meta_gradients.checkpointed import DEFAULT_CHECKPOINTS
+from kerameta.src.meta_gradients.checkpointed import checkpoint_schedule
 
 BACKEND = keras.backend.backend()
 LR = 0.3
@@ -63,11 +69,19 @@ def _meta_model(params, order, steps=2, vectorize=None, **kwargs):
     return meta
 
 
-def _compare(params, tasks, groups=("params",), setup=None, **kwargs):
+def _compare(
+    params,
+    tasks,
+    groups=("params",),
+    setup=None,
+    checkpointed="checkpointed",
+    **kwargs,
+):
     """Checkpointed against second order: objective and meta-gradients."""
     results = {}
-    for order in ("second_order", "checkpointed"):
-        meta = _meta_model(params, order, **kwargs)
+    estimators = {"second_order": "second_order", "checkpointed": checkpointed}
+    for order, estimator in estimators.items():
+        meta = _meta_model(params, estimator, **kwargs)
         if setup is not None:
             setup(meta)
         results[order] = _gradients(meta, tasks)
@@ -200,10 +214,13 @@ def test_conv_batch_norm_equals_second_order(steps, data_format, vectorize):
     tasks = _reference_case("conv_bn")[2]
     x, y = _image_batch(tasks, data_format)
     results = {}
-    for order in ("second_order", "checkpointed"):
+    # Two copies: at 3 steps one is recomputed (batch moments included).
+    estimators = {"second_order": "second_order"}
+    estimators["checkpointed"] = Checkpointed(checkpoints=2)
+    for order, estimator in estimators.items():
         maml = _reference_maml(
             "conv_bn",
-            order,
+            estimator,
             steps,
             data_format=data_format,
             vectorize_tasks=vectorize,
@@ -248,26 +265,61 @@ class _CountingCheckpointed(Checkpointed):
         return super().run_inner_loop(loop, fast, inner_steps)
 
 
-@pytest.mark.parametrize("steps", [1, 4])
-def test_backward_recomputes_each_inner_step_once(steps):
+@pytest.mark.parametrize(
+    "steps, checkpoints, recomputed",
+    [(1, None, 0), (4, DEFAULT_CHECKPOINTS, 0), (5, 2, 3), (3, 1, 3)],
+)
+def test_backward_differentiates_each_inner_step_once(
+    steps, checkpoints, recomputed
+):
+    assert checkpoint_schedule(steps, checkpoints).recomputed_steps == (
+        recomputed
+    )
     params, tasks = _case()
-    counting = _CountingCheckpointed()
+    counting = _CountingCheckpointed(checkpoints=checkpoints)
     meta = _meta_model(params, counting, steps=steps)
     # The objective alone: a forward pass without any graph.
     x, y = _batch(tasks)
     meta.evaluate(x, y, batch_size=len(tasks), verbose=0)
     assert counting.calls == {False: steps, True: 0}
-    # With its meta-gradient: one differentiable recomputation per step.
+    # With its meta-gradient: one differentiable recomputation per step,
+    # and the schedule's recomputations without a graph.
     _gradients(meta, tasks)
-    assert counting.calls == {False: steps, True: steps}
+    assert counting.calls == {False: steps + recomputed, True: steps}
 
 
-def _compiled_temp_bytes(order, steps, vectorize):
-    """XLA's scratch memory for the meta-gradient of a wide-support MLP."""
-    import jax  # the JAX backend only; see the skip below
+@pytest.mark.parametrize("steps, checkpoints", [(5, 2), (7, 3)])
+def test_recomputed_steps_equal_second_order(steps, checkpoints):
+    """Steps recomputed from checkpoints (5 and 7 steps: segments of
+    unequal lengths), with every meta-learned value they read: the body
+    under ANIL and Meta-SGD's rates."""
+    params, tasks = _case(seed=8)
+    rng = np.random.default_rng(9)
+    rates = _f32([rng.uniform(0.05, 0.2, np.shape(p)) for p in params[2:]])
+
+    def setup(meta):
+        _assign(meta.inner_optimizer.trainable_variables, rates)
+
+    _compare(
+        params,
+        tasks,
+        groups=("params", "rates"),
+        setup=setup,
+        steps=steps,
+        adapted_layers=["hidden2", "head"],
+        inner_optimizer="meta_sgd",
+        checkpointed=Checkpointed(checkpoints=checkpoints),
+    )
+
+
+def _compiled_temp_bytes(order, steps, vectorize, shots=1024, width=64):
+    """XLA's scratch memory for the meta-gradient of an MLP: with the
+    defaults, a wide support set (activations far larger than the weights);
+    with few shots and a large `width`, the weights dominate."""
+    import jax  # the JAX backend only; see the skips below
 
     rng = np.random.default_rng(0)
-    tasks, shots = 2, 1024  # activations far larger than the weights
+    tasks = 2
     x = {
         "support_x": rng.random((tasks, shots, 4), dtype=np.float32),
         "support_y": rng.random((tasks, shots, 1), dtype=np.float32),
@@ -277,8 +329,8 @@ def _compiled_temp_bytes(order, steps, vectorize):
     net = keras.Sequential(
         [
             keras.Input((4,)),
-            keras.layers.Dense(64, activation="tanh"),
-            keras.layers.Dense(64, activation="tanh"),
+            keras.layers.Dense(width, activation="tanh"),
+            keras.layers.Dense(width, activation="tanh"),
             keras.layers.Dense(1),
         ]
     )
@@ -313,6 +365,29 @@ def test_compiled_memory_does_not_grow_with_activations_per_step(vectorize):
     assert six < 1.2 * one, (one, six)
     # Second order keeps every step's activations: the case separates.
     assert _compiled_temp_bytes("second_order", 6, vectorize) > 2.5 * one
+
+
+@pytest.mark.slow  # 17 s: three compilations
+@pytest.mark.skipif(
+    BACKEND != "jax",
+    reason="reads XLA's memory analysis of the compiled step (JAX only)",
+)
+def test_compiled_memory_holds_only_the_stored_copies_of_the_weights():
+    """The weights dominate (256 units, 8 shots; looped over tasks, the
+    benchmark's JAX path). One stored copy at 6 steps costs what 1 step
+    does: XLA neither keeps the forward pass's weights alive for the
+    recomputations nor allocates every step's outputs up front (which
+    `lax.map`'s zero fills would, run all at the program's start)."""
+    weights = 2 * 4 * (4 * 256 + 256 + 256 * 256 + 256 + 256 + 1)  # 2 tasks
+
+    def temp_bytes(checkpoints, steps):
+        estimator = Checkpointed(checkpoints=checkpoints)
+        return _compiled_temp_bytes(estimator, steps, False, 8, 256)
+
+    one = temp_bytes(None, 1)
+    # Measured: +0.04 copies; storing all 6 copies: +4.
+    assert temp_bytes(1, 6) < one + 0.5 * weights, one
+    assert temp_bytes(None, 6) > one + 3 * weights, one
 
 
 # --------------------------------------------------------------------------
@@ -374,8 +449,9 @@ def test_jit_compiled_conv_batch_norm_applies_the_reference_meta_gradient():
     steps, learning_rate = 3, 1.0
     _check_kinks("conv_bn", steps)
     tasks = _reference_case("conv_bn")[2]
+    # One copy: the recomputations run under `jit` too.
     maml = _reference_maml(
-        "conv_bn", "checkpointed", steps, vectorize_tasks=False
+        "conv_bn", Checkpointed(checkpoints=1), steps, vectorize_tasks=False
     )
     maml.compile(
         optimizer=keras.optimizers.SGD(learning_rate=learning_rate),
@@ -414,10 +490,12 @@ def test_keras_file_round_trip(tmp_path):
 def test_string_id_and_config():
     meta = kerameta.MAML(kerameta.models.mlp(), meta_gradient="checkpointed")
     assert isinstance(meta.meta_gradient, Checkpointed)
-    assert repr(meta.meta_gradient) == "Checkpointed()"
-    config = kerameta.meta_gradients.serialize(Checkpointed())
+    assert repr(meta.meta_gradient) == (
+        f"Checkpointed(checkpoints={DEFAULT_CHECKPOINTS})"
+    )
+    config = kerameta.meta_gradients.serialize(Checkpointed(checkpoints=2))
     restored = kerameta.meta_gradients.deserialize(config)
-    assert type(restored) is Checkpointed
+    assert type(restored) is Checkpointed and restored.checkpoints == 2
     assert kerameta.meta_gradients.get("checkpointed").name == "checkpointed"
 
 

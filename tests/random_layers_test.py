@@ -167,7 +167,10 @@ def test_meta_gradient_is_exact_for_the_drawn_masks():
 def test_checkpointed_recomputes_with_the_same_masks():
     x, y = _regression_episode()
     results = []
-    for estimator in ("second_order", "checkpointed"):
+    # One stored copy: steps 1 and 2 are recomputed without a graph, then
+    # each step again with one; every time with the forward pass's masks.
+    checkpointed = kerameta.meta_gradients.Checkpointed(checkpoints=1)
+    for estimator in ("second_order", checkpointed):
         seed_everything()
         meta = _meta(
             _dropout_regressor(1),

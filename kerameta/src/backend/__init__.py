@@ -10,7 +10,10 @@ re-exported, the way Keras picks its `Trainer`:
   Hessian-vector products `(task_params, shared, vectors, *task_args)`.
 - `vjp(fn, primals, cotangents)`, `custom_gradient(forward, backward)`:
   `forward(inputs, constants) -> (outputs, aux, residuals)`,
-  `backward(residuals, constants, cotangents) -> input cotangents`.
+  `backward(residuals, constants, cotangents) -> input cotangents`;
+  `recompute(fn, inputs, after)`: `fn(inputs)`, run only once `after` is
+  computed and never merged with an identical earlier computation (what
+  `vjp` does with its `fn` and cotangents).
 - `enable_grad`, `no_grad`, `second_order_safe` (exact second derivatives
   of batch moments), `with_static_task_axis`, `random_scope(keys)` (seeds
   unseeded random ops from a call's seed states): no-ops where not needed.

@@ -16,38 +16,50 @@ value_and_grad = jax.value_and_grad
 fori_loop = jax.lax.fori_loop
 
 
-def vjp(fn, primals, cotangents):
-    primals, cotangents = list(primals), list(cotangents)
-
-    def product(primals, cotangents):
-        _, pullback = jax.vjp(fn, primals)
-        (result,) = pullback(cotangents)
-        return list(result)
-
-    anchor = next((c for c in cotangents if c.size), None)
+def recompute(fn, inputs, after):
+    inputs = list(inputs)
+    anchor = next((a for a in after if a.size), None)
     if anchor is None or not isinstance(anchor, jax.core.Tracer):
-        return product(primals, cotangents)
+        return list(fn(inputs))
     # Under `jit`, XLA could run `fn` early, merge it with the forward
     # pass (CSE), hoist its buffers or fuse the cotangent chain across
     # steps: memory would grow with the steps again. XLA:CPU drops
-    # `optimization_barrier`, so instead the primals depend on the
-    # cotangents (`+ 0 * c`, never simplified for floats) and `fn` runs in
-    # a `cond` branch (never hoisted from nor fused across) whose
-    # predicate is always true, which XLA cannot prove.
-    scalar = jax.lax.stop_gradient(jnp.ravel(anchor)[0])
-    zero = 0 * jnp.where(jnp.isfinite(scalar), scalar, 0)
-    primals = [
+    # `optimization_barrier`, so instead the inputs depend on `after`
+    # (`+ 0 * a`, never simplified for floats) and `fn` runs in a `cond`.
+    zero = _zero(anchor)
+    inputs = [
         p + zero.astype(p.dtype) if jnp.issubdtype(p.dtype, jnp.inexact) else p
-        for p in primals
+        for p in inputs
     ]
+    return _in_branch(zero, lambda inputs: list(fn(inputs)), inputs)
+
+
+def _zero(anchor):
+    scalar = jax.lax.stop_gradient(jnp.ravel(anchor)[0])
+    return 0 * jnp.where(jnp.isfinite(scalar), scalar, 0)
+
+
+def _in_branch(zero, fn, inputs):
+    # `fn(inputs)` in a `cond` branch (never hoisted from nor fused across,
+    # its buffers allocated when it runs) whose predicate is always true,
+    # which XLA cannot prove.
     bits = jax.lax.bitcast_convert_type(zero.astype("float32"), "int32")
+    shapes = jax.eval_shape(fn, inputs)
     return jax.lax.cond(
         (bits | 1) != 0,
-        product,
-        lambda primals, _: [jnp.zeros_like(p) for p in primals],
-        primals,
-        cotangents,
+        fn,
+        lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+        inputs,
     )
+
+
+def vjp(fn, primals, cotangents):
+    def product(primals):
+        _, pullback = jax.vjp(fn, list(primals))
+        (result,) = pullback(list(cotangents))
+        return list(result)
+
+    return recompute(product, primals, cotangents)
 
 
 def custom_gradient(forward, backward):
@@ -77,24 +89,39 @@ def custom_gradient(forward, backward):
     return wrapped
 
 
-def _over_tasks(fn, vectorize, params, shared, *args):
+def _over_tasks(fn, vectorize, params, shared, *args, constant=False):
     if vectorize:  # keeps a distribution's task sharding by itself
         in_axes = (0, None) + (0,) * len(args)
         return jax.vmap(fn, in_axes=in_axes)(params, shared, *args)
 
-    # `lax.map` traces the task body once (compile time flat in the tasks);
-    # its `while` body needs `jax_cpu_kernels` for fast convolutions.
+    # A `while` loop traces the task body once (compile time flat in the
+    # tasks); its body needs `jax_cpu_kernels` for fast convolutions.
     def loop(params, shared, *args):
         with loop_friendly_ops():
-            pack = (params, *args)
-            return jax.lax.map(lambda a: fn(a[0], shared, *a[1:]), pack)
+            xs = (params, *args)
+            map_tasks = functools.partial(
+                jax.lax.map, lambda a: fn(a[0], shared, *a[1:])
+            )
+            if not constant or not isinstance(params[0], jax.core.Tracer):
+                return map_tasks(xs)
+            # `lax.map` zero-fills its outputs first. The fills read
+            # nothing, so XLA runs them all at the start: each inner step's
+            # outputs would be live at once. In a branch they wait for the
+            # inputs (not under differentiation, whose residuals would then
+            # be copied).
+            return _in_branch(_zero(params[0]), map_tasks, xs)
 
     return shard_tasks(loop, params, shared, *args)  # a device's own tasks
 
 
 def per_task_value_and_grad(fn, create_graph=True, vectorize=True):
-    del create_graph  # first order is the caller's `stop_gradient`
-    return functools.partial(_over_tasks, jax.value_and_grad(fn), vectorize)
+    # First order is the caller's `stop_gradient`.
+    return functools.partial(
+        _over_tasks,
+        jax.value_and_grad(fn),
+        vectorize,
+        constant=not create_graph,
+    )
 
 
 def per_task_map(fn, vectorize=True):

@@ -35,11 +35,17 @@ def fori_loop(lower, upper, body, carry):
     )[1]
 
 
+def recompute(fn, inputs, after):
+    # In a graph, `fn` waits for `after` (else activations linger) and is
+    # never merged with an earlier identical computation.
+    with tf.control_dependencies([a for a in after if a is not None]):
+        inputs = [tf.identity(p) for p in inputs]
+    return list(fn(inputs))
+
+
 def vjp(fn, primals, cotangents):
     cotangents = list(cotangents)
-    # In a graph, `fn` waits for the cotangents (else activations linger).
-    with tf.control_dependencies([c for c in cotangents if c is not None]):
-        primals = [tf.identity(p) for p in primals]
+    primals = recompute(lambda primals: primals, primals, cotangents)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(primals)
         outputs = fn(primals)
