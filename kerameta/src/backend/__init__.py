@@ -78,7 +78,7 @@ def check_task_count(num_tasks):
     pass  # JAX: the tasks per batch split evenly over the batch axis
 
 
-class MetaTrainer:
+class SingleDeviceTrainer:
     """Runs the meta-step body (TF: inside Keras's `tf.function`)."""
 
     def train_step(self, data):
@@ -91,6 +91,9 @@ class MetaTrainer:
     def predict_step(self, data):
         with enable_grad():
             return self._meta_predict_step(data)
+
+
+MetaTrainer = SingleDeviceTrainer  # the backend module may override it
 
 
 if BACKEND == "jax":

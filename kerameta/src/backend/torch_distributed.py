@@ -22,7 +22,7 @@ import keras
 import torch
 from torch import distributed as dist
 
-from kerameta.src.backend import MetaTrainer as _SingleDeviceTrainer
+from kerameta.src.backend import SingleDeviceTrainer
 
 
 def replica_count() -> int:
@@ -80,7 +80,7 @@ def summed_over_replicas(tensors: list) -> list:
     return summed
 
 
-class MetaTrainer(_SingleDeviceTrainer):
+class MetaTrainer(SingleDeviceTrainer):
     """The single-device trainer, with the processes kept in step."""
 
     def _synchronize_replicas(self):
