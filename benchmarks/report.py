@@ -87,8 +87,10 @@ def _setting(record: dict) -> str:
         parts.append("unrolled")
     if record.get("steps_per_execution", 1) > 1:
         parts.append(f"steps_per_execution={record['steps_per_execution']}")
-    if record["backend"] == "torch" and record.get("threads"):
-        parts.append(f"{record['threads']} thread(s)")
+    if record["backend"] == "torch":
+        # Older records lack `threads`: PyTorch's default, one per core.
+        threads = record.get("threads") or record["cores"]
+        parts.append(f"{threads} thread{'s' if threads != 1 else ''}")
     return ", ".join(parts)
 
 
@@ -313,9 +315,12 @@ def render_compile_time(table: dict[tuple, dict]) -> list[str]:
     for (problem, steps, estimator, backend, _), record in table.items():
         if problem != "sinusoid" or estimator != "second_order":
             continue
-        if record.get("steps_per_execution", 1) > 1:
-            continue
-        rolled = "unrolled" if record.get("unroll_inner_loop") else "rolled"
+        if record.get("steps_per_execution", 1) > 1 or backend == "torch":
+            continue  # PyTorch runs eagerly: nothing to compile
+        if record.get("unroll_inner_loop"):
+            rolled = "unrolled"
+        else:  # the default, "auto"
+            rolled = "unrolled" if backend == "tensorflow" else "rolled"
         rows[(backend, rolled, steps)] = record
     if not rows:
         return []
@@ -323,10 +328,11 @@ def render_compile_time(table: dict[tuple, dict]) -> list[str]:
         "## Compile time against inner steps (sinusoid, second order)",
         "",
         "*first step s*: the first meta-iteration through `fit`, tracing "
-        "and compilation included; *rolled*: the default "
-        "`unroll_inner_loop=False` (one traced inner step); *unrolled*: "
-        "`unroll_inner_loop=True` (one traced copy per step). PyTorch runs "
-        "eagerly (nothing to compile).",
+        "and compilation included; *rolled*: one traced inner step "
+        '(`unroll_inner_loop=False`, the `"auto"` default on JAX); '
+        "*unrolled*: one traced copy per step (`unroll_inner_loop=True`, "
+        "the default on TensorFlow). PyTorch runs eagerly (nothing to "
+        "compile).",
         "",
         "| backend | loop | inner steps | first step s | median ms |",
         "|---|---|---:|---:|---:|",
