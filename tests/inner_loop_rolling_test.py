@@ -54,11 +54,14 @@ def _traced_calls(inner_steps, unroll):
 
 @pytest.mark.skipif(not COMPILED, reason="PyTorch runs eagerly")
 def test_rolled_loop_traces_one_step_whatever_the_steps():
-    assert _traced_calls(2, unroll=False) == _traced_calls(7, unroll=False)
-    assert _traced_calls(7, unroll=True) > _traced_calls(2, unroll=True)
-    # "auto" rolls on JAX only (TensorFlow's while_loop runs slower).
-    rolled = BACKEND == "jax"
-    assert (_traced_calls(7, "auto") == _traced_calls(2, "auto")) == rolled
+    assert _traced_calls(2, unroll=False) == _traced_calls(5, unroll=False)
+    assert _traced_calls(5, unroll=True) > _traced_calls(2, unroll=True)
+
+
+def test_auto_rolls_on_jax_only():
+    # TensorFlow's while_loop ran a few inner steps about 3x slower.
+    meta = _meta_model(2, unroll="auto")
+    assert meta._components().unroll == (BACKEND == "tensorflow")
 
 
 @pytest.mark.parametrize(
