@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(
     reason="tf.distribute is TensorFlow's",
 )
 
-_SCRIPT = r'''
+_SCRIPT = r"""
 import json
 
 import tensorflow as tf
@@ -101,7 +101,6 @@ CASES = {
         network=dense,
         maml=dict(
             inner_learning_rate=0.1,
-            inner_steps=2,
             gradient_sharing=lambda: kerameta.GradientSharing(
                 concurrent_initial=0.3, history_initial=0.2
             ),
@@ -157,7 +156,7 @@ try:
 except ValueError as error:
     result["uneven"] = str(error)
 print("RESULT " + json.dumps(result))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
