@@ -9,8 +9,9 @@ the replicas: plain second-order MAML on a dense net with Dropout (the
 per-task masks) and a Keras `Loss` object (which Keras divides by the
 replicas), a conv net with batch normalization and the accuracy metric,
 and gradient sharing with gradient agreement (batch means, the sharing
-history, weights over the whole batch). A batch that does not split
-evenly over the replicas is refused.
+history, weights over the whole batch). A non-finite task on one replica
+stops the update on both; a batch that does not split evenly over the
+replicas is refused.
 """
 
 import json
@@ -148,9 +149,22 @@ for name, case in CASES.items():
         "mirrored": two_logs,
     }
 
+# A non-finite task on the second replica only: neither applies the update.
 with STRATEGY.scope():
     maml = kerameta.MAML(dense())
     maml.compile(optimizer="sgd", loss="mse")
+x, y = sinusoids()[0]
+x["support_y"][3, 0] = np.nan
+initial = [v.numpy() for v in maml.trainable_variables]
+history = maml.fit(x, y, batch_size=4, verbose=0)
+result["non_finite"] = {
+    "loss": history.history["loss"],
+    "moved": [
+        float(np.max(np.abs(replica.numpy() - start)))
+        for v, start in zip(maml.trainable_variables, initial)
+        for replica in v.value.values
+    ],
+}
 try:
     maml.fit(sinusoids(tasks_per_batch=3), verbose=0)
 except ValueError as error:
@@ -193,6 +207,13 @@ def test_mirrored_steps_equal_one_device(mirrored, case):
     assert sorted(one) == sorted(two)
     for name in one:
         assert two[name] == pytest.approx(one[name], abs=1e-6), (name, result)
+
+
+def test_mirrored_replicas_agree_on_a_non_finite_update(mirrored):
+    result = mirrored["non_finite"]
+    assert len(result["moved"]) == 8  # 4 weights on each of 2 replicas
+    assert result["moved"] == [0.0] * 8
+    assert result["loss"] == [pytest.approx(float("nan"), nan_ok=True)]
 
 
 def test_mirrored_refuses_uneven_batches(mirrored):
