@@ -11,7 +11,8 @@ replicas), a conv net with batch normalization and the accuracy metric,
 and gradient sharing with gradient agreement (batch means, the sharing
 history, weights over the whole batch). A non-finite task on one replica
 stops the update on both; a batch that does not split evenly over the
-replicas is refused.
+replicas, and gradient clipping (Keras clips each replica's share), are
+refused.
 """
 
 import json
@@ -169,6 +170,13 @@ try:
     maml.fit(sinusoids(tasks_per_batch=3), verbose=0)
 except ValueError as error:
     result["uneven"] = str(error)
+with STRATEGY.scope():
+    maml = kerameta.MAML(dense())
+    maml.compile(optimizer=keras.optimizers.SGD(clipnorm=1.0), loss="mse")
+try:
+    maml.fit(sinusoids(), verbose=0)
+except ValueError as error:
+    result["clipping"] = str(error)
 print("RESULT " + json.dumps(result))
 """
 
@@ -214,6 +222,12 @@ def test_mirrored_replicas_agree_on_a_non_finite_update(mirrored):
     assert len(result["moved"]) == 8  # 4 weights on each of 2 replicas
     assert result["moved"] == [0.0] * 8
     assert result["loss"] == [pytest.approx(float("nan"), nan_ok=True)]
+
+
+def test_mirrored_refuses_gradient_clipping(mirrored):
+    # Keras clips each replica's share before the shares are summed.
+    assert "clips each replica's share" in mirrored["clipping"]
+    assert "{'clipnorm': 1.0}" in mirrored["clipping"]
 
 
 def test_mirrored_refuses_uneven_batches(mirrored):
