@@ -7,6 +7,7 @@ backend; elsewhere the compat function must refuse with a clear error.
 """
 
 import inspect
+import types
 
 import keras
 import numpy as np
@@ -160,6 +161,50 @@ def test_swap_tf_compute_moments():
     )
     assert float(mean) == 1.5
     assert tf_nn._compute_moments is fn
+
+
+def test_unscaled_losses():
+    from keras.src.losses import loss as loss_module
+
+    fn = getattr(loss_module, "scale_loss_for_distribution", None)
+    assert callable(fn), (
+        f"{VERSION} has no `keras.src.losses.loss.scale_loss_for_distribution`"
+        "; update `compat.unscaled_losses` (kerameta's task losses under "
+        "`tf.distribute`)."
+    )
+    assert "scale_loss_for_distribution" in (
+        loss_module.reduce_values.__code__.co_names
+    ), (
+        f"{VERSION}: `keras.src.losses.loss.reduce_values` no longer calls "
+        "`scale_loss_for_distribution` through the module attribute; update "
+        "`compat.unscaled_losses`."
+    )
+    loss = keras.losses.MeanSquaredError()
+    with compat.unscaled_losses():
+        swapped = loss_module.scale_loss_for_distribution
+        value = loss(np.zeros((2, 1), "float32"), np.ones((2, 1), "float32"))
+    assert float(value) == 1.0
+    assert (swapped is not fn) == (BACKEND == "tensorflow")
+    assert loss_module.scale_loss_for_distribution is fn
+
+
+def test_swaps_are_counted():
+    # Blocks may end out of order (`tf.distribute`'s replica threads): the
+    # replacement stays until the last block ends.
+    module = types.SimpleNamespace(op="original")
+    first = compat._swap_attributes(module, {"op": "new"})
+    second = compat._swap_attributes(module, {"op": "new"})
+    assert first.__enter__() == {"op": "original"}
+    assert second.__enter__() == {"op": "new"}
+    first.__exit__(None, None, None)
+    assert module.op == "new"
+    second.__exit__(None, None, None)
+    assert module.op == "original"
+    with compat._swap_attributes(module, {"op": "new"}):
+        with compat._swap_attributes(module, {"op": "other"}) as found:
+            assert found == {"op": "new"} and module.op == "other"
+        assert module.op == "new"
+    assert module.op == "original"
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,10 @@ the replicas: plain second-order MAML on a dense net with Dropout (the
 per-task masks) and a Keras `Loss` object (which Keras divides by the
 replicas), a conv net with batch normalization and the accuracy metric,
 and gradient sharing with gradient agreement (batch means, the sharing
-history, weights over the whole batch). A batch that does not split
-evenly over the replicas is refused.
+history, weights over the whole batch). A non-finite task on one replica
+stops the update on both; a batch that does not split evenly over the
+replicas, and gradient clipping (Keras clips each replica's share), are
+refused.
 """
 
 import json
@@ -101,7 +103,6 @@ CASES = {
         network=dense,
         maml=dict(
             inner_learning_rate=0.1,
-            inner_steps=2,
             gradient_sharing=lambda: kerameta.GradientSharing(
                 concurrent_initial=0.3, history_initial=0.2
             ),
@@ -149,13 +150,33 @@ for name, case in CASES.items():
         "mirrored": two_logs,
     }
 
+# A non-finite task on the second replica only: neither applies the update.
 with STRATEGY.scope():
     maml = kerameta.MAML(dense())
     maml.compile(optimizer="sgd", loss="mse")
+x, y = sinusoids()[0]
+x["support_y"][3, 0] = np.nan
+initial = [v.numpy() for v in maml.trainable_variables]
+history = maml.fit(x, y, batch_size=4, verbose=0)
+result["non_finite"] = {
+    "loss": history.history["loss"],
+    "moved": [
+        float(np.max(np.abs(replica.numpy() - start)))
+        for v, start in zip(maml.trainable_variables, initial)
+        for replica in v.value.values
+    ],
+}
 try:
     maml.fit(sinusoids(tasks_per_batch=3), verbose=0)
 except ValueError as error:
     result["uneven"] = str(error)
+with STRATEGY.scope():
+    maml = kerameta.MAML(dense())
+    maml.compile(optimizer=keras.optimizers.SGD(clipnorm=1.0), loss="mse")
+try:
+    maml.fit(sinusoids(), verbose=0)
+except ValueError as error:
+    result["clipping"] = str(error)
 print("RESULT " + json.dumps(result))
 """
 
@@ -194,6 +215,19 @@ def test_mirrored_steps_equal_one_device(mirrored, case):
     assert sorted(one) == sorted(two)
     for name in one:
         assert two[name] == pytest.approx(one[name], abs=1e-6), (name, result)
+
+
+def test_mirrored_replicas_agree_on_a_non_finite_update(mirrored):
+    result = mirrored["non_finite"]
+    assert len(result["moved"]) == 8  # 4 weights on each of 2 replicas
+    assert result["moved"] == [0.0] * 8
+    assert result["loss"] == [pytest.approx(float("nan"), nan_ok=True)]
+
+
+def test_mirrored_refuses_gradient_clipping(mirrored):
+    # Keras clips each replica's share before the shares are summed.
+    assert "clips each replica's share" in mirrored["clipping"]
+    assert "{'clipnorm': 1.0}" in mirrored["clipping"]
 
 
 def test_mirrored_refuses_uneven_batches(mirrored):

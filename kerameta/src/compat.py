@@ -75,7 +75,7 @@ def _swap_backend_nn(
         yield originals
 
 
-# (module, name, replacement) -> [blocks inside, the value to restore].
+# ids of (module, name, replacement) -> [blocks inside, value to restore].
 _SWAPS: dict[tuple, list] = {}
 _SWAPS_LOCK = threading.Lock()
 
@@ -96,7 +96,7 @@ def _swap_attributes(
     with _SWAPS_LOCK:
         for name, fn in replacements.items():
             found[name] = current = getattr(module, name)
-            entry = _SWAPS.setdefault((module, name, fn), [0, current])
+            entry = _SWAPS.setdefault((id(module), name, id(fn)), [0, current])
             if current is not fn:  # not swapped in: by no block, or another
                 entry[1] = current
                 setattr(module, name, fn)
@@ -106,11 +106,12 @@ def _swap_attributes(
     finally:
         with _SWAPS_LOCK:
             for name, fn in replacements.items():
-                entry = _SWAPS[(module, name, fn)]
+                key = (id(module), name, id(fn))
+                entry = _SWAPS[key]
                 entry[0] -= 1
                 if entry[0] == 0:
                     setattr(module, name, entry[1])
-                    del _SWAPS[(module, name, fn)]
+                    del _SWAPS[key]
 
 
 def swap_jax_nn_ops(

@@ -34,9 +34,9 @@ def check_divisible(num_tasks: int, replicas: int) -> None:
         )
 
 
-def task_sum(x: Tensor, keepdims: bool = False) -> Tensor:
+def task_sum(x: Tensor) -> Tensor:
     """The sum over every task of the batch of `x` (leading task axis)."""
-    return seam.all_replicas_sum(ops.sum(x, axis=0, keepdims=keepdims))
+    return seam.all_replicas_sum(ops.sum(x, axis=0))
 
 
 def task_mean(x: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ from kerameta.src.engine.objective import meta_objective
 from kerameta.src.engine.parameters import ParameterLayout
 from kerameta.src.engine.randomness import RandomLayers
 from kerameta.src.engine.update import apply_if_finite
+from kerameta.src.engine.update import check_replicated_optimizer
 from kerameta.src.engine.update import update_sharing_history
 from kerameta.src.episodes import Episode
 from kerameta.src.episodes import validate_episode
@@ -157,6 +158,7 @@ class MetaSteps:
         )
 
     def _meta_train_step(self, data):
+        check_replicated_optimizer(self.optimizer)
         episode = self._episode(data, "train")
         theta, non_trainable = self._state_values()
         parts = self._components()

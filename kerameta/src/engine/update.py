@@ -7,6 +7,30 @@ from kerameta.src import backend as seam
 from kerameta.src.engine import replicas
 from kerameta.src.types import Tensor
 
+_CLIPPING = ("clipnorm", "clipvalue", "global_clipnorm")
+
+
+def check_replicated_optimizer(optimizer) -> None:
+    """Refuses gradient clipping under data parallelism.
+
+    Keras's optimizer clips each replica's gradient before the replicas'
+    gradients are summed, which is not the clipped one-device gradient.
+    """
+    if seam.replica_count() == 1:
+        return
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+    clipping = {a: getattr(inner, a, None) for a in _CLIPPING}
+    clipping = {a: v for a, v in clipping.items() if v is not None}
+    if clipping:
+        raise ValueError(
+            f"Under data parallelism ({seam.replica_count()} replicas), "
+            "Keras's optimizer clips each replica's share of the "
+            "meta-gradient before the shares are summed, which is not the "
+            "clipped meta-gradient of the batch. Received an optimizer "
+            f"with {clipping}. Build the optimizer without `clipnorm`, "
+            "`clipvalue` and `global_clipnorm`, or train on one device."
+        )
+
 
 def apply_if_finite(optimizer, variables, loss: Tensor, grads) -> Tensor:
     """Applies `grads` with `optimizer` unless something is not finite.

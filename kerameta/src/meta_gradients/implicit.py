@@ -8,6 +8,7 @@ from kerameta.src.api_export import kerameta_export
 from kerameta.src.checks import check_number
 from kerameta.src.checks import check_positive_int
 from kerameta.src.checks import check_positive_number
+from kerameta.src.engine import replicas
 from kerameta.src.meta_gradients.meta_gradient import InnerLoop
 from kerameta.src.meta_gradients.meta_gradient import MetaGradient
 from kerameta.src.meta_gradients.meta_gradient import stop_gradients
@@ -165,6 +166,8 @@ class Implicit(MetaGradient):
         _, grads = loop.gradients(fast, True)
         grads = self._lower_gradients(grads, fast, initial_fast)
         terms = -_task_dot(grads, stop_gradients(solution))
+        # The largest over every task of the batch (data parallelism).
+        residual = replicas.gather_tasks(ops.stop_gradient(residual))
         return terms, {"cg_residual": ops.max(residual)}
 
     def _solve(self, hvp, b):
