@@ -20,13 +20,12 @@ import json
 import math
 import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 import tomllib
 
 import keras
 import pytest
+from helpers import run_result_script
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "kerameta"
@@ -312,32 +311,13 @@ print("RESULT " + json.dumps(result))
 def test_import_isolation(tmp_path):
     env = dict(os.environ)
     env["KERAS_BACKEND"] = BACKEND
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]
-    )
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _ISOLATION_SCRIPT,
-            json.dumps(FRAMEWORKS),
-            str(PACKAGE),
-        ],
+    result = run_result_script(
+        ["-c", _ISOLATION_SCRIPT, json.dumps(FRAMEWORKS), str(PACKAGE)],
+        env,
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    lines = [
-        line[len("RESULT ") :]
-        for line in completed.stdout.splitlines()
-        if line.startswith("RESULT ")
-    ]
-    assert len(lines) == 1, completed.stdout[-2000:]
-    result = json.loads(lines[0])
 
     assert result["backend"] == BACKEND
     assert pathlib.Path(result["kerameta"]).resolve() == PACKAGE

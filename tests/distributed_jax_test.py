@@ -17,16 +17,11 @@ starts) runs every check and prints one JSON line:
   before Keras distributes the data, and `adapt` (one task) still works.
 """
 
-import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import keras
 import pytest
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import run_result_script
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="keras.distribution on JAX"
@@ -196,25 +191,9 @@ def result(tmp_path_factory):
         [env.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"]
     )
     env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]
+    return run_result_script(
+        ["-c", _SCRIPT], env, cwd=tmp_path_factory.mktemp("distributed")
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        cwd=tmp_path_factory.mktemp("distributed"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    lines = [
-        line[len("RESULT ") :]
-        for line in completed.stdout.splitlines()
-        if line.startswith("RESULT ")
-    ]
-    assert len(lines) == 1, completed.stdout[-2000:]
-    return json.loads(lines[0])
 
 
 @pytest.mark.parametrize(

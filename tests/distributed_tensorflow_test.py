@@ -15,16 +15,11 @@ replicas, and gradient clipping (Keras clips each replica's share), are
 refused.
 """
 
-import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import keras
 import pytest
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import run_result_script
 
 pytestmark = pytest.mark.skipif(
     keras.config.backend() != "tensorflow",
@@ -184,26 +179,9 @@ print("RESULT " + json.dumps(result))
 @pytest.fixture(scope="module")
 def mirrored():
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]
-    )
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    completed = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    lines = [
-        line[len("RESULT ") :]
-        for line in completed.stdout.splitlines()
-        if line.startswith("RESULT ")
-    ]
-    assert len(lines) == 1, completed.stdout[-2000:]
-    return json.loads(lines[0])
+    return run_result_script(["-c", _SCRIPT], env)
 
 
 @pytest.mark.parametrize("case", ["dense", "conv", "sharing_agreement"])

@@ -6,7 +6,11 @@ for `reference` and for the test modules that import one another.
 """
 
 import importlib.util
+import json
+import os
+import pathlib
 import random
+import subprocess
 import sys
 import warnings
 
@@ -16,6 +20,7 @@ import numpy as np
 import kerameta
 
 BACKEND = keras.backend.backend()
+REPO = pathlib.Path(__file__).resolve().parents[1]
 SEED = 1337
 
 # `keras.utils.set_random_seed` seeds `random`, NumPy, torch (on torch) and
@@ -142,3 +147,31 @@ def assert_keras_round_trip(
         atol=atol,
     )
     return loaded
+
+
+def run_result_script(args, env, *, cwd=None, timeout=600):
+    """Runs `python *args` in a fresh interpreter; returns its result.
+
+    This checkout's kerameta comes first on the path. The script prints one
+    line `RESULT <json>`, whose decoded JSON is returned.
+    """
+    env = dict(env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p]
+    )
+    completed = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    lines = [
+        line[len("RESULT ") :]
+        for line in completed.stdout.splitlines()
+        if line.startswith("RESULT ")
+    ]
+    assert len(lines) == 1, completed.stdout[-2000:]
+    return json.loads(lines[0])
