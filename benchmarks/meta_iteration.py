@@ -96,8 +96,8 @@ PACKAGES = (
 MIB = 1024 * 1024
 
 
-def machine_facts() -> dict[str, object]:
-    """The CPU model, core count and library versions of this run."""
+def machine_facts(packages: tuple[str, ...] = PACKAGES) -> dict[str, object]:
+    """The CPU model, core count and versions of `packages` in this run."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
@@ -107,7 +107,7 @@ def machine_facts() -> dict[str, object]:
     except OSError:
         pass
     versions = {}
-    for package in PACKAGES:
+    for package in packages:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -55,12 +55,10 @@ import argparse
 import datetime
 import glob
 import gzip
-import importlib.metadata
 import json
 import math
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -72,6 +70,9 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import meta_iteration  # noqa: E402  (the shared machine facts)
+
 DEFAULT_OUTPUT = HERE / "scaling_results.jsonl"
 DEFAULT_REPORT = HERE / "SCALING.md"
 PACKAGES = ("keras", "jax", "jaxlib")
@@ -109,26 +110,7 @@ PROBLEMS = {
 
 def machine_facts() -> dict[str, object]:
     """The CPU model, core count and library versions of this run."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": versions,
-    }
+    return meta_iteration.machine_facts(PACKAGES)
 
 
 def make_batch(problem: str, seed: int = 0):
