@@ -221,6 +221,22 @@ def make_episode(problem: str, seed: int = 0) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------
 
 
+def conv4_network(spec: dict):
+    """The Keras Conv-4 of the `conv4` problem (channels_last)."""
+    import keras
+
+    layers = [keras.Input((28, 28, 1))]
+    for _ in range(4):
+        layers += [
+            keras.layers.Conv2D(spec["filters"], 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.MaxPooling2D(2),
+        ]
+    layers += [keras.layers.Flatten(), keras.layers.Dense(spec["ways"])]
+    return keras.Sequential(layers)
+
+
 def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
     """Times `MAML.fit` on one configuration of the current backend."""
     import keras
@@ -245,16 +261,7 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         )
         loss = "mse"
     else:
-        layers = [keras.Input((28, 28, 1))]
-        for _ in range(4):
-            layers += [
-                keras.layers.Conv2D(spec["filters"], 3, padding="same"),
-                keras.layers.BatchNormalization(),
-                keras.layers.ReLU(),
-                keras.layers.MaxPooling2D(2),
-            ]
-        layers += [keras.layers.Flatten(), keras.layers.Dense(spec["ways"])]
-        network = keras.Sequential(layers)
+        network = conv4_network(spec)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     maml = kerameta.MAML(
         network,
@@ -262,6 +269,7 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         inner_learning_rate=spec["inner_learning_rate"],
         meta_gradient=args.meta_gradient,
         unroll_inner_loop=args.unroll_inner_loop,
+        accumulate_tasks=args.accumulate_tasks,
     )
     maml.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -323,8 +331,26 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
         "repeats": repeats,
         "steps_per_execution": per_execution,
         "unroll_inner_loop": args.unroll_inner_loop,
+        "accumulate_tasks": args.accumulate_tasks,
+        # What ran (the options resolved for this backend and model).
+        **resolved_settings(maml),
         "threads": _torch_threads(),
         **device_facts(keras.config.backend(), memory=True),
+    }
+
+
+def resolved_settings(maml) -> dict[str, object]:
+    """Whether `maml`'s inner loop rolled and its tasks accumulated."""
+    from kerameta.src.engine import accumulation
+
+    parts = maml._components()
+    return {
+        "inner_loop": "rolled" if parts.rolls() else "unrolled",
+        "tasks": (
+            "accumulated"
+            if accumulation.resolve(maml.accumulate_tasks, parts)
+            else "together"
+        ),
     }
 
 
@@ -509,8 +535,12 @@ def one_command(
         command.append(f"--torch-threads={args.torch_threads}")
     if not baseline:
         command.append(f"--steps-per-execution={args.steps_per_execution}")
-        if args.unroll_inner_loop:
-            command.append("--unroll-inner-loop")
+        command.append(
+            f"--unroll-inner-loop={_option_text(args.unroll_inner_loop)}"
+        )
+        command.append(
+            f"--accumulate-tasks={_option_text(args.accumulate_tasks)}"
+        )
     if args.warmup is not None:
         command.append(f"--warmup={args.warmup}")
     if args.repeats is not None:
@@ -542,6 +572,20 @@ def run_all(args: argparse.Namespace) -> None:
                     one_command(args, problem, inner_steps, baseline, run),
                     check=True,
                 )
+
+
+def _option(text: str) -> str | bool:
+    """A switch of `MAML`: `auto`, `true` or `false`."""
+    options = {"auto": "auto", "true": True, "false": False}
+    if text.lower() not in options:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, true or false, received {text!r}"
+        )
+    return options[text.lower()]
+
+
+def _option_text(value: str | bool) -> str:
+    return str(value).lower()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -576,8 +620,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--unroll-inner-loop",
-        action="store_true",
-        help="MAML(unroll_inner_loop=True): trace every inner step",
+        type=_option,
+        default="auto",
+        help="MAML(unroll_inner_loop=...): auto (the default), true (trace "
+        "every inner step) or false (roll the inner loop)",
+    )
+    parser.add_argument(
+        "--accumulate-tasks",
+        type=_option,
+        default="auto",
+        help="MAML(accumulate_tasks=...): auto (the default), true (one "
+        "task's meta-gradient at a time) or false (all tasks together)",
     )
     parser.add_argument(
         "--torch-threads",

@@ -83,8 +83,14 @@ def latest(records: list[dict]) -> dict[tuple, dict]:
 def _setting(record: dict) -> str:
     """How a record departs from the defaults (empty: the defaults)."""
     parts = []
-    if record.get("unroll_inner_loop"):
+    unroll = record.get("unroll_inner_loop", "auto")
+    if unroll is True:
         parts.append("unrolled")
+    elif unroll is False and record["backend"] == "tensorflow":
+        parts.append("rolled")  # "auto" unrolls on TensorFlow
+    accumulate = record.get("accumulate_tasks")
+    if accumulate is not None and accumulate != "auto":
+        parts.append("tasks accumulated" if accumulate else "tasks together")
     if record.get("steps_per_execution", 1) > 1:
         parts.append(f"steps_per_execution={record['steps_per_execution']}")
     if record["backend"] == "torch":
@@ -317,10 +323,9 @@ def render_compile_time(table: dict[tuple, dict]) -> list[str]:
             continue
         if record.get("steps_per_execution", 1) > 1 or backend == "torch":
             continue  # PyTorch runs eagerly: nothing to compile
-        if record.get("unroll_inner_loop"):
-            rolled = "unrolled"
-        else:  # the default, "auto"
-            rolled = "unrolled" if backend == "tensorflow" else "rolled"
+        rolled = record.get("inner_loop")
+        if rolled is None:  # older records: `unroll_inner_loop` a bool
+            rolled = "unrolled" if record.get("unroll_inner_loop") else "rolled"
         rows[(backend, rolled, steps)] = record
     if not rows:
         return []

@@ -188,6 +188,12 @@ def _tasks(seed):
     )
 
 
+# CI time: each `predict` compiles an evaluation step (seconds on JAX and
+# TensorFlow); with equal configs and weights, and the resumed training
+# checked below, two rows cover the loaded model's predictions.
+PREDICTED = ("defaults", "everything")
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fit_round_trip_and_resumption(case, tmp_path):
     kwargs = CASES[case][1]()
@@ -205,9 +211,11 @@ def test_fit_round_trip_and_resumption(case, tmp_path):
     for saved, restored in zip(meta.weights, loaded.weights):
         np.testing.assert_array_equal(_numpy(restored), _numpy(saved))
     x, y = _tasks(1)[0]
-    np.testing.assert_array_equal(
-        _numpy(loaded.predict(x, verbose=0)), _numpy(meta.predict(x, verbose=0))
-    )
+    if case in PREDICTED:
+        np.testing.assert_array_equal(
+            _numpy(loaded.predict(x, verbose=0)),
+            _numpy(meta.predict(x, verbose=0)),
+        )
     # Resuming from the file continues exactly as the original would.
     meta.train_on_batch(x, y)
     loaded.train_on_batch(x, y)

@@ -21,11 +21,12 @@ BACKEND = keras.backend.backend()
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-# CI time: on TensorFlow (whose compile makes each smoke run cost 40-60 s)
-# the method examples' smoke runs need --run-slow; they run on JAX and
-# PyTorch, and the engine under them is tested on every backend.
-def slow_on_tensorflow(test):
-    return pytest.mark.slow(test) if BACKEND == "tensorflow" else test
+# CI time: the method examples' smoke runs cost 10-70 s each where the
+# step is compiled (JAX, TensorFlow), so there they need --run-slow; they
+# run on PyTorch (eager), and the engine under them is tested on every
+# backend.
+def slow_unless_torch(test):
+    return pytest.mark.slow(test) if BACKEND != "torch" else test
 
 
 def _run_example(name, output_dir, smoke, timeout, extra_env=None):
@@ -145,7 +146,7 @@ def _check_gradient_sharing(stdout, output_dir, tasks_per_batch, episodes):
     return results
 
 
-@slow_on_tensorflow
+@slow_unless_torch
 def test_gradient_sharing_smoke(tmp_path):
     output_dir = tmp_path / "output"  # created by the example
     stdout = _run_example(
@@ -199,7 +200,7 @@ def _check_gradient_agreement(stdout, output_dir, tasks_per_batch, episodes):
     return results
 
 
-@slow_on_tensorflow
+@slow_unless_torch
 def test_gradient_agreement_smoke(tmp_path):
     output_dir = tmp_path / "output"  # created by the example
     stdout = _run_example(
@@ -250,7 +251,7 @@ def _check_co_learner(stdout, output_dir, tasks_per_batch, episodes):
     return results
 
 
-@slow_on_tensorflow
+@slow_unless_torch
 def test_co_learner_smoke(tmp_path):
     output_dir = tmp_path / "output"  # created by the example
     stdout = _run_example("co_learner.py", output_dir, smoke=True, timeout=600)
@@ -312,7 +313,7 @@ def _check_memory_efficient(stdout, output_dir, iterations, episodes, timed):
     return results
 
 
-@slow_on_tensorflow
+@slow_unless_torch
 def test_memory_efficient_meta_gradients_smoke(tmp_path):
     output_dir = tmp_path / "output"  # created by the example
     stdout = _run_example(

@@ -126,6 +126,16 @@ def swap_jax_nn_ops(
     return _swap_backend_nn("jax", replacements)
 
 
+def swap_torch_nn_ops(
+    replacements: dict[str, Callable],
+) -> contextlib.AbstractContextManager[dict[str, Callable]]:
+    """Replaces Keras's PyTorch kernels (`conv`, `max_pool`) in a block.
+
+    As `swap_jax_nn_ops`, over `keras.src.backend.torch.nn`.
+    """
+    return _swap_backend_nn("torch", replacements)
+
+
 def swap_tf_compute_moments(
     compute_moments: Callable,
 ) -> contextlib.AbstractContextManager[dict[str, Callable]]:

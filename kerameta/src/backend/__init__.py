@@ -19,6 +19,10 @@ re-exported, the way Keras picks its `Trainer`:
   unseeded random ops from a call's seed states): no-ops where not needed.
 - `fori_loop(lower, upper, body, carry)`: a loop rolled where compiled
   (reverse-differentiable: the trip count is static).
+- `accumulate_over_tasks(fn)`: `fn(params, task, *args) -> (value, aux)`
+  differentiated one task at a time (`task` its index, `args` its slices),
+  returning `((sum of values, aux stacked), sum of gradients)`; one
+  process only (no data parallelism).
 - `replica_count()`, `all_replicas_sum(x)` (differentiable),
   `replica_index()`: data parallelism where each replica runs the step on
   its shard of the tasks (TensorFlow's `tf.distribute`); 1, identity and 0

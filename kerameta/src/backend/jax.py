@@ -12,8 +12,37 @@ from kerameta.src.backend.jax_distribution import shard_tasks
 from kerameta.src.backend.jax_distribution import task_shards  # noqa: F401
 
 value_and_grad = jax.value_and_grad
-# Static bounds: `scan`, reverse-differentiable.
-fori_loop = jax.lax.fori_loop
+
+
+def fori_loop(lower, upper, body, carry):
+    if upper <= lower:  # no step: nothing to trace
+        return carry
+    # Static bounds: `scan`, reverse-differentiable.
+    return jax.lax.fori_loop(lower, upper, body, carry)
+
+
+def accumulate_over_tasks(fn):
+    """A `scan` over the tasks: one task's residuals live at a time."""
+    grad_fn = jax.value_and_grad(fn, has_aux=True)
+
+    def wrapped(params, *task_args):
+        count = task_args[0].shape[0]
+
+        def body(total, xs):
+            task, args = xs
+            with loop_friendly_ops():  # convolutions in a `while` body
+                (value, aux), grads = grad_fn(params, task, *args)
+            value = value.astype(total[0].dtype)
+            return jax.tree.map(jnp.add, total, (value, grads)), aux
+
+        zeros = [jnp.zeros_like(p) for p in params]
+        total = (jnp.zeros((), params[0].dtype), zeros)
+        (value, grads), aux = jax.lax.scan(
+            body, total, (jnp.arange(count), list(task_args))
+        )
+        return (value, aux), grads
+
+    return wrapped
 
 
 def recompute(fn, inputs, after):

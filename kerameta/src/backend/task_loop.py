@@ -37,3 +37,30 @@ def looped(rule, num_tasks, unstack, stack):
         return stack_tasks(results, stack)
 
     return wrapped
+
+
+def accumulated(fn, value_and_grad, stack):
+    """Sums `value_and_grad(fn)` over the tasks, one task at a time.
+
+    `fn(params, task, *args)` is one task's `(value, aux)`, `task` its
+    index (an `int`) and `args` its slices of the task arguments. Returns
+    `((sum of values, aux stacked), sum of gradients)`; each task's graph
+    is freed before the next runs (eagerly).
+    """
+
+    def wrapped(params, *task_args):
+        count = task_args[0].shape[0]
+        value, grads, auxes = None, None, []
+        for t in range(count):
+            (task_value, aux), task_grads = value_and_grad(fn, has_aux=True)(
+                params, t, *[a[t] for a in task_args]
+            )
+            auxes.append(aux)
+            if value is None:
+                value, grads = task_value, list(task_grads)
+            else:
+                value = value + task_value
+                grads = [g + h for g, h in zip(grads, task_grads)]
+        return (value, stack_tasks(auxes, stack)), grads
+
+    return wrapped

@@ -25,7 +25,13 @@ def value_and_grad(fn, has_aux=False):
     return wrapped
 
 
+def accumulate_over_tasks(fn):
+    return task_loop.accumulated(fn, value_and_grad, tf.stack)
+
+
 def fori_loop(lower, upper, body, carry):
+    if upper <= lower:  # no step: nothing to trace
+        return carry
     # A known trip count: XLA compiles the loop and its gradient.
     return tf.while_loop(
         lambda i, _: i < upper,

@@ -1,7 +1,6 @@
 """PyTorch side of the seam: `torch.func` in `torch.vmap`, or a task loop."""
 
 import contextlib
-import functools
 
 import keras
 import torch
@@ -12,6 +11,7 @@ from kerameta.src.backend.torch_distributed import all_replicas_sum  # noqa: F40
 from kerameta.src.backend.torch_distributed import replica_count
 from kerameta.src.backend.torch_distributed import replica_index  # noqa: F401
 from kerameta.src.backend.torch_distributed import summed_over_replicas
+from kerameta.src.backend.torch_kernels import channels_last_ops
 
 
 def _zeros_for_none(grads, params):
@@ -20,8 +20,8 @@ def _zeros_for_none(grads, params):
     ]
 
 
-def value_and_grad(fn, has_aux=False):
-    """Under data parallelism, the processes' sums: the whole batch's."""
+def _local_value_and_grad(fn, has_aux=False):
+    """The gradient of this process's tasks' `fn`."""
 
     def wrapped(params, *args):
         with torch.enable_grad():
@@ -34,13 +34,29 @@ def value_and_grad(fn, has_aux=False):
         outputs = keras.tree.map_structure(
             lambda x: x.detach() if torch.is_tensor(x) else x, outputs
         )
-        grads = _zeros_for_none(grads, leaves)
+        return outputs, _zeros_for_none(grads, leaves)
+
+    return wrapped
+
+
+def value_and_grad(fn, has_aux=False):
+    """Under data parallelism, the processes' sums: the whole batch's."""
+    local = _local_value_and_grad(fn, has_aux)
+
+    def wrapped(params, *args):
+        outputs, grads = local(params, *args)
         if replica_count() > 1:
+            loss = outputs[0] if has_aux else outputs
             value, *grads = summed_over_replicas([loss, *grads])
             outputs = (value, outputs[1]) if has_aux else value
         return outputs, grads
 
     return wrapped
+
+
+def accumulate_over_tasks(fn):
+    # On one process (kerameta accumulates only there).
+    return task_loop.accumulated(fn, _local_value_and_grad, torch.stack)
 
 
 def recompute(fn, inputs, after):
@@ -113,12 +129,19 @@ def custom_gradient(forward, backward):
     return wrapped
 
 
-_looped = functools.partial(
-    task_loop.looped,
-    num_tasks=lambda task_params, task_args: task_params[0].shape[0],
-    unstack=lambda tensor, num: [tensor[t] for t in range(num)],
-    stack=torch.stack,
-)
+def _looped(fn):
+    loop = task_loop.looped(
+        fn,
+        num_tasks=lambda task_params, task_args: task_params[0].shape[0],
+        unstack=lambda tensor, num: [tensor[t] for t in range(num)],
+        stack=torch.stack,
+    )
+
+    def wrapped(*args):
+        with channels_last_ops():  # copy-free channels_last convolutions
+            return loop(*args)
+
+    return wrapped
 
 
 def _over_tasks(fn, vectorize, num_task_args):

@@ -44,6 +44,9 @@ class Components:
             call in training mode (see `models.components.training_call`).
         unroll: whether the inner loop is a Python loop even where it
             could be rolled (see `MAML(unroll_inner_loop=...)`).
+        task: `(index, count)` while one task of a batch of `count` is
+            adapted alone (see `engine.accumulation`); `None` for the
+            whole batch.
     """
 
     model: keras.Model
@@ -59,6 +62,7 @@ class Components:
     call: Callable
     random: RandomLayers | None = None
     unroll: bool = False
+    task: tuple[Any, int] | None = None
 
     def seeded(self, non_trainable, keys):
         """`(non_trainable, scope)` for a call that draws with `keys`.
@@ -114,7 +118,7 @@ class Components:
         """
         if self.random is None:
             return []
-        return [self.random.keys(non_trainable, num_tasks, salt)]
+        return [self.random.keys(non_trainable, num_tasks, salt, self.task)]
 
     def rolls(self) -> bool:
         """Whether the inner loop may be rolled (`InnerLoop.repeat`).

@@ -26,6 +26,8 @@ The calls inside one network call draw the counters `counter * STRIDE`,
 meta-step's.
 """
 
+from typing import Any
+
 import numpy as np
 from keras import ops
 
@@ -69,26 +71,39 @@ class RandomLayers:
         ]
         return cls(positions) if positions else None
 
-    def keys(self, non_trainable: list[Tensor], num_tasks: int, salt: int):
+    def keys(
+        self,
+        non_trainable: list[Tensor],
+        num_tasks: int,
+        salt: int,
+        task: tuple[Any, int] | None = None,
+    ):
         """Every task's generator states for call site `salt`.
 
         Under data parallelism `num_tasks` is this replica's share, and
         task `t` of replica `r` draws as task `r * num_tasks + t` of the
-        whole batch: the masks of a one-device run.
+        whole batch: the masks of a one-device run. `task`, `(index,
+        count)`, says that the `num_tasks = 1` task is task `index` (an
+        `int` or a scalar tensor) of a batch of `count` tasks (tasks
+        accumulated one at a time, see `engine.accumulation`).
 
         Returns:
             A `(num_tasks, generators, 2)` tensor in the state's dtype.
         """
         states = ops.stack([non_trainable[i] for i in self.positions])
+        count = replicas.num_tasks(num_tasks) if task is None else task[1]
         salts = np.array(
             [
-                [_mix(salt, task, g) for g in range(len(self.positions))]
-                for task in range(replicas.num_tasks(num_tasks))
+                [_mix(salt, t, g) for g in range(len(self.positions))]
+                for t in range(count)
             ],
             dtype="int64",
         )
         salts = ops.cast(ops.convert_to_tensor(salts), states.dtype)
-        salts = replicas.local_tasks(salts, num_tasks)
+        if task is None:
+            salts = replicas.local_tasks(salts, num_tasks)
+        else:
+            salts = ops.take(salts, ops.reshape(task[0], (1,)), axis=0)
         first = ops.bitwise_xor(ops.expand_dims(states[:, 0], 0), salts)
         counter = ops.expand_dims(states[:, 1] * STRIDE, 0)
         second = ops.broadcast_to(counter, ops.shape(first))

@@ -12,6 +12,7 @@ from keras import ops
 
 from kerameta.src import backend as seam
 from kerameta.src import compat
+from kerameta.src.engine import accumulation
 from kerameta.src.engine import replicas
 from kerameta.src.engine.adaptation import Components
 from kerameta.src.engine.network import training_call
@@ -163,17 +164,35 @@ class MetaSteps:
         theta, non_trainable = self._state_values()
         parts = self._components()
 
-        def objective(theta_values):
-            value, aux = meta_objective(
-                parts, theta_values, non_trainable, episode, self.inner_steps
+        # As Keras's `train_step`: a `LossScaleOptimizer` (mixed_float16)
+        # unscales the gradients it applies.
+        scale_loss = self.optimizer.scale_loss
+        if accumulation.resolve(self.accumulate_tasks, parts):
+            (objective_value, aux), grads = (
+                accumulation.accumulated_value_and_grad(
+                    parts,
+                    theta,
+                    non_trainable,
+                    episode,
+                    self.inner_steps,
+                    scale_loss,
+                )
             )
-            # As Keras's `train_step`: a `LossScaleOptimizer` (mixed_float16)
-            # unscales the gradients it applies.
-            return self.optimizer.scale_loss(value), aux
+        else:
 
-        (objective_value, aux), grads = seam.value_and_grad(
-            objective, has_aux=True
-        )(theta)
+            def objective(theta_values):
+                value, aux = meta_objective(
+                    parts,
+                    theta_values,
+                    non_trainable,
+                    episode,
+                    self.inner_steps,
+                )
+                return scale_loss(value), aux
+
+            (objective_value, aux), grads = seam.value_and_grad(
+                objective, has_aux=True
+            )(theta)
         applied = apply_if_finite(
             self.optimizer, self.trainable_variables, objective_value, grads
         )

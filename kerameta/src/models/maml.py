@@ -79,6 +79,16 @@ class MAML(MetaModel):
             `"multi_step"`, `"checkpointed"` and custom components that do
             not declare `tensor_steps`; PyTorch runs eagerly and always
             loops in Python. Defaults to `"auto"`.
+        accumulate_tasks: `"auto"`, `True` or `False`: whether `fit`
+            computes the meta-gradient one task at a time, each task's
+            gradient summed before the next task adapts (`True`, as a
+            per-task PyTorch loop does: memory of one task's activations),
+            or all tasks together (`False`). Same meta-gradient either way.
+            Needs independent tasks: no gradient sharing, a uniform task
+            weighting, tasks not vectorized, one device. `"auto"`
+            accumulates independent tasks on JAX and PyTorch (on
+            TensorFlow, whose graph ran it slower for the same memory,
+            pass `True`). Defaults to `"auto"`.
         **kwargs: `name` and the other `keras.Model` arguments.
 
     Example:

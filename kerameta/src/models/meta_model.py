@@ -22,6 +22,7 @@ from kerameta.src import outer_rules
 from kerameta.src import task_weightings
 from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
+from kerameta.src.engine import accumulation
 from kerameta.src.engine import composition
 from kerameta.src.engine.adaptation import adapt_batch
 from kerameta.src.engine.callbacks import SetTaskEpoch
@@ -65,6 +66,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
         co_learner: Any = None,
         outer_rule: str | outer_rules.OuterRule = "maml",
         unroll_inner_loop: str | bool = "auto",
+        accumulate_tasks: str | bool = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -83,6 +85,8 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
                 f"Received: unroll_inner_loop={unroll_inner_loop!r}"
             )
         self.unroll_inner_loop = unroll_inner_loop
+        accumulation.check_option(accumulate_tasks)
+        self.accumulate_tasks = accumulate_tasks
         self.vectorize_tasks = resolve_vectorize_tasks(vectorize_tasks, model)
         self._task_loss_fn = None
         # A string (rather than a list of names) is rejected by the mask.
@@ -104,6 +108,15 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             co_learner,
         )
         composition.check(self._setup())
+        accumulation.check(
+            accumulate_tasks,
+            accumulation.reasons_against(
+                self.gradient_sharing,
+                self.task_weighting,
+                self.meta_gradient,
+                self.vectorize_tasks,
+            ),
+        )
         if not self.outer_rule.differentiates_inner_loop and (
             self.gradient_sharing is not None
         ):
@@ -258,6 +271,7 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             "co_learner": co_learners.serialize(self.co_learner),
             "outer_rule": outer_rules.serialize(self.outer_rule),
             "unroll_inner_loop": self.unroll_inner_loop,
+            "accumulate_tasks": self.accumulate_tasks,
         }
 
     @classmethod

@@ -54,6 +54,7 @@ class Reptile(MetaModel):
         task_weighting: as in `kerameta.MAML`.
         co_learner: as in `kerameta.MAML`.
         unroll_inner_loop: as in `kerameta.MAML`.
+        accumulate_tasks: as in `kerameta.MAML`.
         **kwargs: `name` and the other `keras.Model` arguments.
 
     Example:
@@ -84,6 +85,7 @@ class Reptile(MetaModel):
         task_weighting: Any = None,
         co_learner: Any = None,
         unroll_inner_loop: str | bool = "auto",
+        accumulate_tasks: str | bool = "auto",
         **kwargs: Any,
     ) -> None:
         for fixed in ("meta_gradient", "outer_rule"):
@@ -108,6 +110,7 @@ class Reptile(MetaModel):
             task_weighting=task_weighting,
             co_learner=co_learner,
             unroll_inner_loop=unroll_inner_loop,
+            accumulate_tasks=accumulate_tasks,
             **kwargs,
         )
 
