@@ -40,7 +40,6 @@ import gzip
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import tempfile
@@ -78,7 +77,7 @@ def _conv4_meta_model():
 
 def _kind(name: str) -> str:
     """`convolution.12` -> `convolution`; `fusion.3.clone` -> `fusion`."""
-    return re.split(r"[.\d]", name, maxsplit=1)[0] or name
+    return name.split(".", 1)[0] or name
 
 
 def _jax_profile() -> dict[str, object]:
@@ -97,32 +96,35 @@ def _jax_profile() -> dict[str, object]:
         paths = glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)
         with gzip.open(max(paths, key=os.path.getmtime)) as f:
             events = json.load(f)["traceEvents"]
-    # The XLA:CPU thunks: events that name an HLO instruction, with their
-    # self time (a `while` or `conditional` less the instructions inside).
-    ops = [
-        e
-        for e in events
-        if e.get("ph") == "X" and "hlo_op" in e.get("args", {})
-    ]
+    return {"wall_s": wall, "kinds_s": hlo_self_seconds(events, STEPS)}
+
+
+def hlo_self_seconds(events: list[dict], steps: int) -> dict[str, float]:
+    """Seconds per step in each kind of HLO instruction, from trace events.
+
+    The XLA:CPU events that name an HLO instruction (`args.hlo_op`), each
+    with its self time: a `while` or `conditional` less the instructions
+    that ran inside it (nested on the same thread).
+    """
     totals: collections.Counter = collections.Counter()
     threads = collections.defaultdict(list)
-    for event in ops:
-        threads[(event["pid"], event["tid"])].append(event)
+    for event in events:
+        if event.get("ph") == "X" and "hlo_op" in event.get("args", {}):
+            threads[(event["pid"], event["tid"])].append(event)
     for thread in threads.values():
         thread.sort(key=lambda e: (e["ts"], -e["dur"]))
         stack = []  # [end, kind, self time] of the enclosing events
         for event in thread:
             while stack and stack[-1][0] <= event["ts"]:
                 _, kind, self_time = stack.pop()
-                totals[kind] += self_time / 1e6 / STEPS
+                totals[kind] += self_time
             if stack:
                 stack[-1][2] -= event["dur"]
-            stack.append(
-                [event["ts"] + event["dur"], _kind(event["name"]), event["dur"]]
-            )
+            end = event["ts"] + event["dur"]
+            stack.append([end, _kind(event["name"]), event["dur"]])
         for _, kind, self_time in stack:
-            totals[kind] += self_time / 1e6 / STEPS
-    return {"wall_s": wall, "kinds_s": dict(totals)}
+            totals[kind] += self_time
+    return {kind: us / 1e6 / steps for kind, us in totals.items()}
 
 
 def _torch_profile(loop: bool) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """`MetaModel`: the meta-learning model behind `MAML` and `Reptile`.
 
 This file holds what users touch: the constructor, the settings, `compile`,
-the config, `call`, `adapt` and the `fit`/`evaluate` wrappers. The data
+`call`, `adapt` and the `fit`/`evaluate` wrappers (the config is built in
+`models/config.py`). The data
 path lives in `kerameta/src/engine/` (episode -> adaptation ->
 meta-gradient -> objective -> update), the components in their families
 (see docs/architecture.md).
@@ -13,13 +14,10 @@ import keras
 from keras import ops
 
 from kerameta.src import backend as seam
-from kerameta.src import co_learners
 from kerameta.src import compat
-from kerameta.src import gradient_sharing as gradient_sharing_lib
 from kerameta.src import inner_optimizers
 from kerameta.src import meta_gradients
 from kerameta.src import outer_rules
-from kerameta.src import task_weightings
 from kerameta.src.checks import check_positive_int
 from kerameta.src.data.task_batches import TaskBatches
 from kerameta.src.engine import accumulation
@@ -40,6 +38,8 @@ from kerameta.src.models.components import check_model
 from kerameta.src.models.components import clone_for_adapt
 from kerameta.src.models.components import output_loss_trackers
 from kerameta.src.models.components import task_loss
+from kerameta.src.models.config import meta_model_config
+from kerameta.src.models.config import meta_model_from_config
 
 
 class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
@@ -251,45 +251,11 @@ class MetaModel(StaticTaskCount, seam.MetaTrainer, MetaSteps, keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "model": keras.saving.serialize_keras_object(self.model),
-            "model_build_config": self.model.get_build_config(),
-            "inner_steps": self.inner_steps,
-            "inner_learning_rate": self.inner_learning_rate,
-            "evaluation_inner_steps": self._evaluation_inner_steps,
-            "meta_gradient": meta_gradients.serialize(self.meta_gradient),
-            "vectorize_tasks": self._vectorize_option,
-            "inner_optimizer": inner_optimizers.serialize(self.inner_optimizer),
-            "adapted_layers": self.adapted_layers,
-            "adapt_batch_normalization": self.adapt_batch_normalization,
-            "gradient_sharing": gradient_sharing_lib.serialize(
-                self.gradient_sharing
-            ),
-            "task_weighting": task_weightings.serialize(self.task_weighting),
-            "co_learner": co_learners.serialize(self.co_learner),
-            "outer_rule": outer_rules.serialize(self.outer_rule),
-            "unroll_inner_loop": self.unroll_inner_loop,
-            "accumulate_tasks": self.accumulate_tasks,
-        }
+        return meta_model_config(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects=None):
-        config = dict(config)
-        model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
-        )
-        build_config = config.pop("model_build_config", None)
-        if not model.built and build_config:
-            model.build_from_config(build_config)
-        for key, family in (
-            ("meta_gradient", meta_gradients),
-            ("outer_rule", outer_rules),
-        ):
-            if isinstance(config.get(key), dict):
-                config[key] = family.deserialize(config[key])
-        return cls(model=model, **config)
+        return meta_model_from_config(cls, config, custom_objects)
 
     # --- Calling the meta-model: adapted query predictions ---
     def call(self, inputs, training=None):
