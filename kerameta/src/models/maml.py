@@ -20,7 +20,9 @@ class MAML(MetaModel):
     A batch of tasks is `(x, query_y)` with `x` a dict of `support_x`,
     `support_y` and `query_x`, each with a leading task axis. All tasks of a
     batch adapt together, step by step, vectorized over the task axis where
-    the backend profits (`jax.vmap`, `torch.func`).
+    the backend profits (`jax.vmap`, `torch.func`); when they are looped
+    over and independent, `fit` accumulates their meta-gradients one task
+    at a time (see `accumulate_tasks`).
 
     Batch normalization runs in training mode during adaptation and query
     prediction (each task uses its own batch statistics, as in MAML), and
