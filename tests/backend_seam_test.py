@@ -476,3 +476,54 @@ def test_torch_kernels_equal_keras(case):
 
     for ours, keras_own in zip(derivatives(True), derivatives(False)):
         np.testing.assert_allclose(ours, keras_own, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "shape, axis", [((3, 5, 5, 4), -1), ((3, 4, 5, 5), 1), ((6, 4), -1)]
+)
+def test_torch_fused_batch_normalization_equals_keras(shape, axis):
+    """The layer in training mode: values and two orders of derivatives."""
+    if BACKEND != "torch":
+        pytest.skip("PyTorch's fused batch normalization")
+    import torch
+
+    from kerameta.src.backend import torch_kernels
+
+    layer = keras.layers.BatchNormalization(axis=axis)
+    layer.build(shape)
+    rng = np.random.default_rng(len(shape))
+    x0 = torch.tensor(rng.normal(size=shape) * 2 + 1, dtype=torch.float32)
+    gamma0 = torch.tensor(rng.normal(size=shape[axis]), dtype=torch.float32)
+
+    def derivatives(swapped):
+        x = x0.clone().requires_grad_()
+        gamma = gamma0.clone().requires_grad_()
+        params = [gamma, layer.beta.value]
+        state = [v.value for v in layer.non_trainable_variables]
+        context = (
+            torch_kernels.channels_last_ops()
+            if swapped
+            else contextlib.nullcontext()
+        )
+        with context:
+            y, _ = layer.stateless_call(params, state, x, training=True)
+        loss = (torch.tanh(y) * torch.arange(y.numel()).reshape(y.shape)).sum()
+        (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+        (gg,) = torch.autograd.grad(gx.square().sum(), gamma)
+        return [t.detach().numpy() for t in (y, gx, gg)], y.grad_fn
+
+    (ours, fused), (keras_own, generic) = derivatives(True), derivatives(False)
+    assert "NativeBatchNormBackward0" in _autograd_nodes(fused)
+    assert "NativeBatchNormBackward0" not in _autograd_nodes(generic)
+    for a, b in zip(ours, keras_own):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+
+
+def _autograd_nodes(node, depth=3):
+    """The names of the autograd nodes within `depth` of `node`."""
+    if node is None or depth == 0:
+        return set()
+    names = {type(node).__name__}
+    for child, _ in node.next_functions:
+        names |= _autograd_nodes(child, depth - 1)
+    return names

@@ -1,4 +1,4 @@
-"""Channels-last convolution and max-pool for PyTorch, without layout copies.
+"""PyTorch kernels for the task loop: fewer copies, fused batch norm.
 
 Keras's PyTorch `conv` and `max_pool` take channels_last (NHWC) inputs, as
 every Keras layer does by default, and copy them into a contiguous NCHW
@@ -15,6 +15,14 @@ result back, copying nothing. They compute the same sums as Keras's
 (up to the order of the additions) and cover the common cases: 2D,
 `padding="valid"`, and `padding="same"` with stride 1 and an odd window;
 every other call goes to Keras's own function.
+
+Batch normalization in training mode is Keras's `moments` and then its
+`batch_normalization` from generic ops, whose second derivatives are
+dozens of elementwise kernels over whole activations. When
+`_batch_normalization` receives the very moments `_moments` computed from
+its input, it calls PyTorch's fused `batch_norm` (with its fused first and
+second derivatives) instead: the same normalization, its variance
+computed in one pass.
 
 The per-task loop of the PyTorch seam runs under `channels_last_ops()`.
 Set the environment variable `KERAMETA_TORCH_KERNELS=0` to use Keras's own
@@ -102,12 +110,65 @@ def _max_pool(inputs, pool_size, strides=None, padding="valid",
     return outputs.permute(0, 2, 3, 1)
 
 
-_OPS = {"conv": _conv, "max_pool": _max_pool}
+# Batch moments that `_batch_normalization` may fuse: id(mean) -> (mean,
+# variance, x, axes), from `_moments` until `_batch_normalization` takes
+# them (the references keep the ids unique meanwhile).
+_MOMENTS: dict[int, tuple] = {}
+
+
+def _moments(x, axes, keepdims=False, synchronized=False):
+    mean, variance = _moments.original(x, axes, keepdims, synchronized)
+    if not keepdims and not synchronized:
+        _MOMENTS[id(mean)] = (mean, variance, x, tuple(axes))
+    return mean, variance
+
+
+def _batch_normalization(x, mean, variance, axis, offset=None, scale=None,
+                         epsilon=1e-3):  # fmt: skip
+    """PyTorch's fused batch normalization when `mean` and `variance` are
+    `x`'s batch moments (as in `BatchNormalization(training=True)`)."""
+    entry = _MOMENTS.pop(id(mean), None)
+    rank = len(x.shape)
+    axis = axis % rank
+    if (
+        entry is None
+        or axis == 0
+        or entry[0] is not mean
+        or entry[1] is not variance
+        or entry[2] is not x
+        or sorted(a % rank for a in entry[3])
+        != [a for a in range(rank) if a != axis]
+    ):
+        return _batch_normalization.original(
+            x, mean, variance, axis, offset, scale, epsilon
+        )
+    # The channel axis second, as PyTorch wants it (a view; for NHWC,
+    # PyTorch's channels_last memory format).
+    order = [0, axis, *[a for a in range(1, rank) if a != axis]]
+    outputs = tnn.batch_norm(
+        x.permute(order),
+        None,
+        None,
+        weight=scale,
+        bias=offset,
+        training=True,
+        eps=epsilon,
+    )
+    inverse = [order.index(a) for a in range(rank)]
+    return outputs.permute(inverse)
+
+
+_OPS = {
+    "conv": _conv,
+    "max_pool": _max_pool,
+    "moments": _moments,
+    "batch_normalization": _batch_normalization,
+}
 
 
 @contextlib.contextmanager
 def channels_last_ops():
-    """Swaps in `_conv` and `_max_pool` for a block (if enabled)."""
+    """Swaps in `_OPS` for a block (if enabled)."""
     if not enabled():
         yield
         return
@@ -115,4 +176,8 @@ def channels_last_ops():
         for name, op in _OPS.items():
             if originals[name] is not op:  # else: nested, already swapped
                 op.original = originals[name]
-        yield
+        try:
+            yield
+        finally:
+            if originals["moments"] is not _moments:  # the outermost block
+                _MOMENTS.clear()

@@ -39,12 +39,11 @@ OPTIONS = ("auto", True, False)
 
 #: The backends where `"auto"` accumulates independent tasks. Measured on
 #: the Conv-4 benchmark (32 tasks, 2-core CPU): JAX 4.9 s and 0.9 GiB
-#: accumulated against 6.2 s and 3.1 GiB together; PyTorch 5.3 s and
-#: 3.5 GiB against 4.0 s and 6.2 GiB (slower on a CPU, where glibc hands
-#: each task's freed buffers back to the system: 4.2 s with
-#: `MALLOC_MMAP_THRESHOLD_` raised; GPUs cache their memory); TensorFlow
-#: 12.9 s against 7.7 s for the same memory (its graph runs the per-task
-#: tapes no leaner), so it keeps every task together.
+#: accumulated against 6.2 s and 3.1 GiB together; PyTorch 4.0 s and
+#: 2.7 GiB against 3.4 s and 4.6 GiB (slower on a CPU, where glibc hands
+#: each task's freed buffers back to the system; GPUs cache their memory);
+#: TensorFlow 12.9 s against 7.7 s for the same memory (its graph runs the
+#: per-task tapes no leaner), so it keeps every task together.
 AUTO_BACKENDS = ("jax", "torch")
 
 
