@@ -29,10 +29,6 @@ def slow_unless_torch(test):
     return pytest.mark.slow(test) if BACKEND != "torch" else test
 
 
-def slow_on_jax(test):
-    return pytest.mark.slow(test) if BACKEND == "jax" else test
-
-
 def _run_example(name, output_dir, smoke, timeout, extra_env=None):
     env = dict(os.environ)
     env.update(
@@ -420,10 +416,10 @@ def _check_omniglot_outputs(stdout, output_dir, tasks_per_batch, episodes):
     return before, after
 
 
-# CI time: 60-70 s on JAX, whose Omniglot meta-training on the real images
-# is tested by omniglot_fit_test.py; the script's smoke runs on TensorFlow
-# and PyTorch.
-@slow_on_jax
+# CI time: 60-70 s on JAX and TensorFlow, whose Omniglot meta-training on
+# the real images is tested by omniglot_fit_test.py (and loading, TFDS
+# included, by omniglot_data_test.py); the script's smoke runs on PyTorch.
+@slow_unless_torch
 def test_omniglot_few_shot_smoke(tmp_path):
     extra_env = _omniglot_env(tmp_path, ["images_background_small1.zip"])
     output_dir = tmp_path / "output"  # created by the example

@@ -1,8 +1,10 @@
-"""Meta-training on a tiny real Omniglot subset learns, on every backend.
+"""Meta-training on a tiny real Omniglot subset learns.
 
 The small1 archive (136 characters) is split by character; MAML meta-trains
 a small strided Conv-4 for a few dozen meta-iterations on the training
-characters, and `meta_test` scores episodes of characters it never saw.
+characters, and `meta_test` scores episodes of characters it never saw. On
+JAX and PyTorch; on TensorFlow (about 60 s there, which CI time cannot pay)
+with `--run-slow`: its Omniglot loading is tested by omniglot_data_test.py.
 """
 
 import pathlib
@@ -50,6 +52,13 @@ def _maml():
     return maml
 
 
+def _slow_on_tensorflow(test):
+    if keras.config.backend() == "tensorflow":
+        return pytest.mark.slow(test)
+    return test
+
+
+@_slow_on_tensorflow
 def test_fit_on_tiny_omniglot_beats_chance_on_new_characters(small1):
     (x_train, y_train), _, (x_test, y_test) = small1
     assert len(np.unique(y_test)) == 36
