@@ -32,6 +32,7 @@ from keras import ops
 
 from kerameta.src import backend as seam
 from kerameta.src.engine.adaptation import Components
+from kerameta.src.engine.adaptation import check_num_tasks
 from kerameta.src.engine.objective import meta_objective
 from kerameta.src.episodes import Episode
 
@@ -135,6 +136,7 @@ def accumulated_value_and_grad(
         `engine.objective.meta_objective` (with `scale_loss` applied).
     """
     count = episode.num_tasks
+    check_num_tasks(count)
     fields = [
         episode.support_x,
         episode.support_y,

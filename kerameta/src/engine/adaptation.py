@@ -174,7 +174,7 @@ def _split(values: list, sizes: list[int]) -> list[list]:
     return [*parts, list(values)]
 
 
-def _check_num_tasks(num_tasks: int | None) -> None:
+def check_num_tasks(num_tasks: int | None) -> None:
     if num_tasks is None:
         raise ValueError(
             "The number of tasks per batch must be known when the step "
@@ -211,7 +211,7 @@ def adapt_batch(
             evaluation follows its `evaluation_sharing`).
     """
     num_tasks = episode.num_tasks
-    _check_num_tasks(num_tasks)
+    check_num_tasks(num_tasks)
     layout, sharing = parts.layout, parts.gradient_sharing
     adapted, frozen = layout.split(theta)
     fast = [
