@@ -71,7 +71,7 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-import meta_iteration  # noqa: E402  (the shared machine facts)
+import meta_iteration  # noqa: E402  (machine facts, the Conv-4)
 
 DEFAULT_OUTPUT = HERE / "scaling_results.jsonl"
 DEFAULT_REPORT = HERE / "SCALING.md"
@@ -156,18 +156,9 @@ def build(problem: str):
             ]
         )
         return network, "mse", 0.01
-    spec = PROBLEMS[problem]
-    layers = [keras.Input((28, 28, 1))]
-    for _ in range(4):
-        layers += [
-            keras.layers.Conv2D(spec["filters"], 3, padding="same"),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-            keras.layers.MaxPooling2D(2),
-        ]
-    layers += [keras.layers.Flatten(), keras.layers.Dense(spec["ways"])]
+    network = meta_iteration.conv4_network(PROBLEMS[problem])
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return keras.Sequential(layers), loss, 0.4
+    return network, loss, 0.4
 
 
 def collective_seconds(trace_dir: str) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import os
 from typing import Any
 
 
@@ -70,3 +71,17 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
             f"{name}={value!r}"
         )
     return value
+
+
+def environment_switch(name: str, on: str, off: str) -> bool:
+    """Reads the on/off environment variable `name` (default on).
+
+    `on` and `off` say what `'1'` and `'0'` do, for the error message.
+    """
+    value = os.environ.get(name, "1").strip().lower()
+    if value not in ("0", "1", "false", "true"):
+        raise ValueError(
+            f"The environment variable {name} must be '1' ({on}, the "
+            f"default) or '0' ({off}). Received: {name}={os.environ[name]!r}"
+        )
+    return value in ("1", "true")

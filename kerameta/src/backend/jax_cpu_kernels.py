@@ -23,12 +23,12 @@ import contextlib
 import functools
 import itertools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import keras
 
+from kerameta.src import checks
 from kerameta.src import compat
 
 ENV_VAR = "KERAMETA_JAX_CPU_KERNELS"
@@ -36,15 +36,11 @@ ENV_VAR = "KERAMETA_JAX_CPU_KERNELS"
 
 def enabled():
     """Whether `loop_friendly_ops` swaps the kernels in (see module doc)."""
-    value = os.environ.get(ENV_VAR, "1").strip().lower()
-    if value not in ("0", "1", "false", "true"):
-        raise ValueError(
-            f"The environment variable {ENV_VAR} must be '1' (swap in "
-            "kerameta's loop-friendly JAX convolution and max-pool, the "
-            "default) or '0' (use Keras's own). "
-            f"Received: {ENV_VAR}={os.environ[ENV_VAR]!r}"
-        )
-    return value in ("1", "true")
+    return checks.environment_switch(
+        ENV_VAR,
+        on="swap in kerameta's loop-friendly JAX convolution and max-pool",
+        off="use Keras's own",
+    )
 
 
 def _spec(num_spatial):

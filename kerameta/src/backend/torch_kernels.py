@@ -30,11 +30,11 @@ functions (e.g. to compare the two); it is read at every meta-step.
 """
 
 import contextlib
-import os
 
 import keras
 import torch.nn.functional as tnn
 
+from kerameta.src import checks
 from kerameta.src import compat
 
 ENV_VAR = "KERAMETA_TORCH_KERNELS"
@@ -42,15 +42,12 @@ ENV_VAR = "KERAMETA_TORCH_KERNELS"
 
 def enabled():
     """Whether `channels_last_ops` swaps the kernels in (see module doc)."""
-    value = os.environ.get(ENV_VAR, "1").strip().lower()
-    if value not in ("0", "1", "false", "true"):
-        raise ValueError(
-            f"The environment variable {ENV_VAR} must be '1' (kerameta's "
-            "copy-free channels_last convolution and max-pool, the default) "
-            "or '0' (Keras's own). "
-            f"Received: {ENV_VAR}={os.environ[ENV_VAR]!r}"
-        )
-    return value in ("1", "true")
+    return checks.environment_switch(
+        ENV_VAR,
+        on="kerameta's copy-free convolution and max-pool and fused batch "
+        "normalization",
+        off="Keras's own",
+    )
 
 
 def _pair(value):
