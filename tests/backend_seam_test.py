@@ -415,6 +415,50 @@ def test_jax_cpu_kernels_switch(monkeypatch):
             pass
 
 
+def test_jax_cpu_library_choices(monkeypatch):
+    if BACKEND != "jax":
+        pytest.skip("XLA:CPU compiler options")
+    import jax
+
+    from kerameta.src.backend import jax_cpu_kernels
+
+    if jax.default_backend() != "cpu":
+        assert jax_cpu_kernels.compiler_options() == {}
+        return
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    options = jax_cpu_kernels.compiler_options()
+    assert options in ({}, jax_cpu_kernels.LIBRARY_CHOICES)
+    if not options:
+        pytest.skip(f"jaxlib {jax.__version__} lacks the YNNPACK option")
+    monkeypatch.setenv(
+        "XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+    )
+    assert jax_cpu_kernels.compiler_options() == {}  # the user's flag wins
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setenv("KERAMETA_JAX_CPU_KERNELS", "0")
+    assert jax_cpu_kernels.compiler_options() == {}
+    assert not jax_cpu_kernels._accepted((("xla_no_such_option", "1"),))
+
+
+def test_jax_steps_compile_with_the_library_choices(monkeypatch):
+    """The options reach the compiler: an invalid value fails `fit`."""
+    if BACKEND != "jax":
+        pytest.skip("XLA:CPU compiler options")
+    import kerameta
+    from kerameta.src.backend import jax_cpu_kernels
+
+    invalid = {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH_FUSION_TYPE"}
+    monkeypatch.setattr(jax_cpu_kernels, "compiler_options", lambda: invalid)
+    network = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model = kerameta.MAML(network, inner_steps=1)
+    model.compile(optimizer="sgd", loss="mse")
+    tasks = kerameta.data.SinusoidTasks(
+        shots=3, tasks_per_batch=2, num_batches=1, seed=0
+    )
+    with pytest.raises(Exception, match="NO_SUCH_FUSION_TYPE"):
+        model.fit(tasks, epochs=1, verbose=0)
+
+
 def test_torch_kernels_switch(monkeypatch):
     if BACKEND != "torch":
         pytest.skip("PyTorch's channels_last kernels")

@@ -134,6 +134,36 @@ def test_swap_jax_nn_ops():
             pass
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="patches Keras's JAX trainer")
+def test_swap_jax_trainer_jit():
+    from keras.src.backend.jax import trainer as jax_trainer
+
+    before = getattr(jax_trainer, "jit", None)
+    assert getattr(before, "__module__", "").startswith("jax"), (
+        f"{VERSION}: `keras.src.backend.jax.trainer.jit` is {before!r}, not "
+        "`jax.jit`; update `compat.swap_jax_trainer_jit` and "
+        "`backend/jax_cpu_kernels.cpu_library_choices`."
+    )
+    calls = []
+
+    def jit(fn, **kwargs):
+        calls.append(sorted(kwargs))
+        return before(fn, **kwargs)
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    with compat.swap_jax_trainer_jit(lambda found: jit) as original:
+        assert original["jit"] is before and jax_trainer.jit is jit
+        model.make_train_function(force=True)
+        model.make_test_function(force=True)
+        model.make_predict_function(force=True)
+    assert jax_trainer.jit is before
+    assert len(calls) == 3, (
+        f"{VERSION}: Keras's JAX trainer no longer builds its train, test "
+        "and predict steps through the module attribute `jit`."
+    )
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="patches Keras's TF nn")
 def test_swap_tf_compute_moments():
     from keras.src.backend.tensorflow import nn as tf_nn
@@ -211,6 +241,7 @@ def test_swaps_are_counted():
     "swap, backend",
     [
         (lambda: compat.swap_jax_nn_ops({}), "jax"),
+        (lambda: compat.swap_jax_trainer_jit(lambda jit: jit), "jax"),
         (lambda: compat.swap_tf_compute_moments(None), "tensorflow"),
     ],
 )

@@ -9,6 +9,7 @@ attribute.
 """
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -146,6 +147,41 @@ def swap_tf_compute_moments(
     variance)`.
     """
     return _swap_backend_nn("tensorflow", {"_compute_moments": compute_moments})
+
+
+def swap_jax_trainer_jit(
+    replace: Callable[[Callable], Callable],
+) -> contextlib.AbstractContextManager[dict[str, Callable]]:
+    """Changes the `jit` Keras's JAX trainer compiles its steps with.
+
+    `keras.src.backend.jax.trainer`'s `make_train_function` (and the test
+    and predict ones) call the module attribute `jit` (`jax.jit`, or
+    `flax.nnx.jit` with NNX) when they build a step function. Inside the
+    block it is `replace(jit)`, e.g. `jax.jit` with compiler options.
+    Yields the original.
+    """
+    if keras.config.backend() != "jax":
+        raise ValueError(
+            "Keras's JAX trainer can only be patched on the 'jax' backend. "
+            f"Received: the backend is {keras.config.backend()!r}."
+        )
+    # The module of `keras.Model`'s JAX trainer base class, found without
+    # importing a per-backend package here (see `backend_seam_test`).
+    trainer_module = sys.modules[
+        next(
+            base.__module__
+            for base in keras.Model.__mro__
+            if base.__module__.startswith("keras.src.backend.jax")
+        )
+    ]
+    jit = getattr(trainer_module, "jit", None)
+    if not callable(jit):
+        raise RuntimeError(
+            "kerameta replaces `keras.src.backend.jax.trainer.jit`, which "
+            f"Keras {keras.__version__} does not have. Install a Keras "
+            "version in the range kerameta declares, or report it."
+        )
+    return _swap_attributes(trainer_module, {"jit": replace(jit)})
 
 
 def _unscaled(value: Any) -> Any:

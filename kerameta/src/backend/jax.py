@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from keras import StatelessScope
 
+from kerameta.src.backend.jax_cpu_kernels import CpuLibraryChoices
 from kerameta.src.backend.jax_cpu_kernels import loop_friendly_ops
 from kerameta.src.backend.jax_distribution import check_task_count  # noqa: F401
 from kerameta.src.backend.jax_distribution import shard_tasks
@@ -189,7 +190,7 @@ def _stateless(groups, state, step, data):
     ]
 
 
-class MetaTrainer:
+class MetaTrainer(CpuLibraryChoices):
     """Maps Keras's JAX state tuples onto the shared meta-step body."""
 
     def _groups(self, *more):
