@@ -478,6 +478,71 @@ def test_torch_kernels_switch(monkeypatch):
             pass
 
 
+JAX_CONVS = [
+    # (input shape, kernel shape, strides, padding, data format)
+    ((2, 7, 7, 3), (3, 3, 3, 4), 1, "same", "channels_last"),
+    ((2, 7, 7, 3), (2, 2, 3, 4), 1, "same", "channels_last"),
+    ((2, 8, 8, 3), (3, 3, 3, 4), 2, "same", "channels_last"),
+    ((2, 9, 9, 3), (3, 3, 3, 4), 2, "same", "channels_last"),
+    ((2, 9, 9, 3), (3, 3, 3, 4), 2, "valid", "channels_last"),
+    ((2, 10, 10, 3), (5, 5, 3, 4), 3, "same", "channels_last"),
+    ((2, 8, 9, 3), (3, 2, 3, 4), (2, 1), "same", "channels_last"),
+    ((2, 3, 8, 8), (3, 3, 3, 4), 2, "same", "channels_first"),
+    ((2, 11, 3), (3, 3, 4), 2, "same", "channels_last"),
+    ((1, 6, 5, 6, 2), (3, 3, 3, 2, 3), 2, "same", "channels_last"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(JAX_CONVS)))
+def test_jax_loop_friendly_conv_equals_keras(case):
+    """Values, gradients and second derivatives equal Keras's own.
+
+    Strided cases run as space-to-depth stride-1 convolutions.
+    """
+    if BACKEND != "jax":
+        pytest.skip("JAX's loop-friendly kernels")
+    import jax
+
+    from kerameta.src.backend import jax_cpu_kernels
+
+    shape, kernel_shape, strides, padding, data_format = JAX_CONVS[case]
+    rng = np.random.default_rng(case)
+    x0 = rng.normal(size=shape).astype("float32")
+    k0 = (rng.normal(size=kernel_shape) / 3).astype("float32")
+
+    def derivatives(swapped):
+        context = (
+            jax_cpu_kernels.loop_friendly_ops()
+            if swapped
+            else contextlib.nullcontext()
+        )
+
+        def outputs(x, k):
+            y = keras.ops.conv(x, k, strides, padding, data_format)
+            return keras.ops.tanh(y)
+
+        def input_gradient(x, k):
+            return jax.grad(lambda x: keras.ops.sum(outputs(x, k) ** 2))(x)
+
+        def second(k):
+            return keras.ops.sum(input_gradient(x0, k) ** 2)
+
+        with context:
+            return [
+                np.asarray(t)
+                for t in (
+                    outputs(x0, k0),
+                    input_gradient(x0, k0),
+                    jax.grad(second)(k0),
+                )
+            ]
+
+    for ours, keras_own in zip(derivatives(True), derivatives(False)):
+        assert ours.shape == keras_own.shape
+        scale = np.max(np.abs(keras_own))
+        np.testing.assert_allclose(ours, keras_own, atol=1e-5 * scale)
+
+
 TORCH_CONVS = [
     # (input shape, kernel shape, strides, padding, dilation)
     ((2, 7, 7, 3), (3, 3, 3, 4), 1, "same", 1),
