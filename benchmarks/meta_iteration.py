@@ -340,11 +340,16 @@ def run_kerameta(args: argparse.Namespace) -> dict[str, object]:
 
 
 def resolved_settings(maml) -> dict[str, object]:
-    """Whether `maml`'s inner loop rolled and its tasks accumulated."""
+    """Whether `maml`'s inner loop rolled and its tasks accumulated.
+
+    On JAX also kerameta's XLA:CPU compiler options and `XLA_FLAGS`.
+    """
+    import keras
+
     from kerameta.src.engine import accumulation
 
     parts = maml._components()
-    return {
+    settings = {
         "inner_loop": "rolled" if parts.rolls() else "unrolled",
         "tasks": (
             "accumulated"
@@ -352,6 +357,12 @@ def resolved_settings(maml) -> dict[str, object]:
             else "together"
         ),
     }
+    if keras.config.backend() == "jax":
+        from kerameta.src.backend import jax_cpu_kernels
+
+        settings["xla_compiler_options"] = jax_cpu_kernels.compiler_options()
+        settings["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    return settings
 
 
 def _torch_threads() -> int | None:
