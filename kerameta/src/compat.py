@@ -167,21 +167,22 @@ def swap_jax_trainer_jit(
         )
     # The module of `keras.Model`'s JAX trainer base class, found without
     # importing a per-backend package here (see `backend_seam_test`).
-    trainer_module = sys.modules[
-        next(
+    name = next(
+        (
             base.__module__
             for base in keras.Model.__mro__
             if base.__module__.startswith("keras.src.backend.jax")
-        )
-    ]
-    jit = getattr(trainer_module, "jit", None)
+        ),
+        None,
+    )
+    jit = getattr(sys.modules.get(name), "jit", None)
     if not callable(jit):
         raise RuntimeError(
             "kerameta replaces `keras.src.backend.jax.trainer.jit`, which "
             f"Keras {keras.__version__} does not have. Install a Keras "
             "version in the range kerameta declares, or report it."
         )
-    return _swap_attributes(trainer_module, {"jit": replace(jit)})
+    return _swap_attributes(sys.modules[name], {"jit": replace(jit)})
 
 
 def _unscaled(value: Any) -> Any:
