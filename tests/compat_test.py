@@ -164,6 +164,45 @@ def test_swap_jax_trainer_jit():
     )
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, count=3, **kwargs):
+        super().__init__(**kwargs)
+        self.count = count
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        x = np.full((2, 1), index, "float32")
+        return x, np.array([0, 1], "int32")
+
+
+def test_swap_py_dataset_tf_source():
+    from keras.src.trainers.data_adapters import py_dataset_adapter
+
+    cls = py_dataset_adapter.PyDatasetAdapter
+    before = cls.get_tf_dataset
+
+    def source(adapter):
+        return "indexed"
+
+    with compat.swap_py_dataset_tf_source(lambda found: source) as original:
+        assert original["get_tf_dataset"] is before
+        adapter = cls(_Batches(), class_weight={0: 1.0, 1: 3.0}, shuffle=True)
+        assert adapter.get_tf_dataset() == "indexed"
+    assert cls.get_tf_dataset is before
+    x, y, weights = compat.py_dataset_adapter_batch(adapter, 2)
+    np.testing.assert_array_equal(x, np.full((2, 1), 2))
+    np.testing.assert_array_equal(weights, [1.0, 3.0])  # the class weights
+    py_dataset, shuffle, enqueued = compat.py_dataset_adapter_settings(adapter)
+    assert (py_dataset.count, shuffle, enqueued) == (3, True, False), (
+        f"{VERSION}: `PyDatasetAdapter` no longer keeps `py_dataset`, "
+        "`shuffle` and `enqueuer`; update `compat.py_dataset_adapter_settings`."
+    )
+    workers = cls(_Batches(workers=2), shuffle=False)
+    assert compat.py_dataset_adapter_settings(workers)[2]
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="patches Keras's TF nn")
 def test_swap_tf_compute_moments():
     from keras.src.backend.tensorflow import nn as tf_nn

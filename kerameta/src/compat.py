@@ -214,3 +214,58 @@ def unscaled_losses() -> contextlib.AbstractContextManager:
     return _swap_attributes(
         loss_module, {"scale_loss_for_distribution": _unscaled}
     )
+
+
+def _py_dataset_adapter_class() -> type:
+    from keras.src.trainers.data_adapters import py_dataset_adapter
+
+    adapter = getattr(py_dataset_adapter, "PyDatasetAdapter", None)
+    missing = [
+        name
+        for name in ("get_tf_dataset", "_standardize_batch")
+        if not callable(getattr(adapter, name, None))
+    ]
+    if missing:
+        raise RuntimeError(
+            "kerameta replaces `keras.src.trainers.data_adapters."
+            "py_dataset_adapter.PyDatasetAdapter.get_tf_dataset` and calls "
+            f"its `_standardize_batch`; Keras {keras.__version__} lacks "
+            f"{missing}. Install a Keras version in the range kerameta "
+            "declares, or report it."
+        )
+    return adapter
+
+
+def swap_py_dataset_tf_source(
+    replace: Callable[[Callable], Callable],
+) -> contextlib.AbstractContextManager[dict[str, Callable]]:
+    """Changes how Keras turns a `PyDataset` into a `tf.data.Dataset`.
+
+    `fit`, `evaluate` and `predict` on TensorFlow feed a `PyDataset` through
+    `PyDatasetAdapter.get_tf_dataset(adapter)`; inside the block that method
+    is `replace(original)`. `replace` must return the same function each
+    time it is given the same original (swaps are counted by identity).
+    Yields the original.
+    """
+    adapter = _py_dataset_adapter_class()
+    return _swap_attributes(
+        adapter, {"get_tf_dataset": replace(adapter.get_tf_dataset)}
+    )
+
+
+def py_dataset_adapter_batch(adapter: Any, index: int) -> Any:
+    """Batch `index` of a `PyDatasetAdapter`'s dataset, as Keras feeds it.
+
+    `(x,)`, `(x, y)` or `(x, y, sample_weight)` (the class weights applied),
+    or a dict: what Keras's own generator yields for that index.
+    """
+    return adapter._standardize_batch(adapter.py_dataset[index])
+
+
+def py_dataset_adapter_settings(adapter: Any) -> tuple[Any, bool, bool]:
+    """`(py_dataset, shuffle, uses_enqueuer)` of a `PyDatasetAdapter`."""
+    return (
+        adapter.py_dataset,
+        bool(adapter.shuffle),
+        adapter.enqueuer is not None,
+    )
