@@ -376,11 +376,13 @@ def test_seam_is_small():
     # a `scan` on JAX, one loop for TF and torch) and the torch kernels'
     # swap added 85; 1085 until TensorFlow's `PyDataset`s read by index
     # (`_indexed_py_dataset`, a step twice as fast as after Keras's
-    # `from_generator`) added 70.
+    # `from_generator`) added 70; 1155 until TensorFlow's accumulated tasks
+    # in one `tf.while_loop` (a Conv-4 first step of 13 s, not 100 s) added
+    # 45.
     # (`jax_cpu_kernels.py`, XLA:CPU workarounds, and `torch_kernels.py`,
     # copy-free channels_last kernels, are not counted.)
-    assert sum(lines.values()) < 1155, (
-        f"The backend seam should stay under 1155 lines; it has {lines}."
+    assert sum(lines.values()) < 1200, (
+        f"The backend seam should stay under 1200 lines; it has {lines}."
     )
 
 

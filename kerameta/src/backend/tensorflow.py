@@ -28,7 +28,50 @@ def value_and_grad(fn, has_aux=False):
 
 
 def accumulate_over_tasks(fn):
-    return task_loop.accumulated(fn, value_and_grad, tf.stack)
+    """Task 0 traced as it is, the others in one `tf.while_loop`.
+
+    Two traced copies of a task, not one per task: the loop only sums, so
+    nothing differentiates through it. Eagerly, a Python loop.
+    """
+    looped = task_loop.accumulated(fn, value_and_grad, tf.stack)
+    grad_fn = value_and_grad(fn, has_aux=True)
+
+    def wrapped(params, *task_args):
+        count = int(task_args[0].shape[0])
+        if not tf.inside_function() or count < 3:
+            return looped(params, *task_args)
+        (value, aux), grads = grad_fn(
+            params, tf.constant(0), *[a[0] for a in task_args]
+        )
+        arrays = [
+            tf.TensorArray(x.dtype, size=count, element_shape=x.shape).write(
+                0, x
+            )
+            for x in tf.nest.flatten(aux)
+        ]
+
+        def body(t, value, grads, arrays):
+            (task_value, aux), task_grads = grad_fn(
+                params, t, *[a[t] for a in task_args]
+            )
+            flat = tf.nest.flatten(aux)
+            return (
+                t + 1,
+                value + task_value,
+                [g + h for g, h in zip(grads, task_grads)],
+                [array.write(t, x) for array, x in zip(arrays, flat)],
+            )
+
+        _, value, grads, arrays = tf.while_loop(
+            lambda t, *_: t < count,
+            body,
+            (tf.constant(1), value, list(grads), arrays),
+            maximum_iterations=count - 1,
+        )
+        stacked = [array.stack() for array in arrays]
+        return (value, tf.nest.pack_sequence_as(aux, stacked)), grads
+
+    return wrapped
 
 
 def fori_loop(lower, upper, body, carry):

@@ -7,7 +7,8 @@ once: a Conv-4 batch of 32 tasks peaked at 8 GiB on PyTorch, against
 of a batch are independent, the meta-objective is a sum of per-task terms,
 and so is its gradient: `train_step` may then adapt, score and
 differentiate one task at a time (a `lax.scan` over the tasks on JAX, a
-Python loop on TensorFlow and PyTorch) and sum the gradients, holding one
+`tf.while_loop` on TensorFlow, a Python loop on PyTorch) and sum the
+gradients, holding one
 task's activations at a time. Same objective, same gradient (up to the
 order of the sums), same logs.
 
@@ -20,8 +21,7 @@ The tasks are independent unless
 - the batch is split over devices (data parallelism).
 
 `MAML(accumulate_tasks=...)` chooses: `"auto"` accumulates independent
-tasks on JAX and PyTorch (see `AUTO_BACKENDS`), `True` requires it (on
-TensorFlow too), `False` never does.
+tasks (see `AUTO_BACKENDS`), `True` requires it, `False` never does.
 """
 
 import dataclasses
@@ -43,9 +43,11 @@ OPTIONS = ("auto", True, False)
 #: accumulated against 6.2 s and 3.1 GiB together; PyTorch 4.0 s and
 #: 2.7 GiB against 3.4 s and 4.6 GiB (slower on a CPU, where glibc hands
 #: each task's freed buffers back to the system; GPUs cache their memory);
-#: TensorFlow 12.9 s against 7.7 s for the same memory (its graph runs the
-#: per-task tapes no leaner), so it keeps every task together.
-AUTO_BACKENDS = ("jax", "torch")
+#: TensorFlow, since its tasks after the first run in one `tf.while_loop`
+#: (2026-12-07), 3.3-3.7 s against 3.4 s, 1.1 GiB against 2.5 GiB, and a
+#: first step of 12-14 s against 84-100 s (every task traced). It was
+#: 12.9 s against 7.7 s when each task was traced.
+AUTO_BACKENDS = ("jax", "tensorflow", "torch")
 
 
 def check_option(option: Any) -> None:
