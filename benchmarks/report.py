@@ -323,6 +323,8 @@ def render_compile_time(table: dict[tuple, dict]) -> list[str]:
             continue
         if record.get("steps_per_execution", 1) > 1 or backend == "torch":
             continue  # PyTorch runs eagerly: nothing to compile
+        if record.get("accumulate_tasks", "auto") != "auto":
+            continue  # the task-loop rows of the speed tables
         rolled = record.get("inner_loop")
         if rolled is None:  # older records: `unroll_inner_loop` a bool
             rolled = "unrolled" if record.get("unroll_inner_loop") else "rolled"
