@@ -56,6 +56,43 @@ from meta_iteration import peak_rss_mb  # noqa: E402
 import kerameta  # noqa: E402
 
 
+class CosineDecayOverBudget(keras.callbacks.Callback):
+    """Decays the meta learning rate on a half cosine over a run's length.
+
+    A run here is bounded by wall time, so the schedule follows whichever
+    is further along: the elapsed fraction of the time budget or of the
+    iteration count. The rate goes from its initial value down to
+    `final_fraction` times it, and is set at the start of each epoch (every
+    `--eval-every` meta-iterations), as `LearningRateScheduler` does.
+    """
+
+    def __init__(
+        self,
+        iterations,
+        iterations_per_epoch,
+        budget_seconds,
+        final_fraction=0.1,
+    ):
+        super().__init__()
+        self.iterations = iterations
+        self.iterations_per_epoch = iterations_per_epoch
+        self.budget_seconds = budget_seconds
+        self.final_fraction = final_fraction
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        self.initial = float(self.model.optimizer.learning_rate)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        done = max(
+            (time.perf_counter() - self.start) / self.budget_seconds,
+            epoch * self.iterations_per_epoch / self.iterations,
+        )
+        cosine = 0.5 * (1.0 + np.cos(np.pi * min(1.0, done)))
+        scale = self.final_fraction + (1.0 - self.final_fraction) * cosine
+        self.model.optimizer.learning_rate = self.initial * scale
+
+
 class Progress(keras.callbacks.Callback):
     """Records validation accuracy against meta-iterations and wall time."""
 
@@ -83,6 +120,7 @@ class Progress(keras.callbacks.Callback):
             "seconds": round(elapsed, 1),
             "train_accuracy": round(float(logs["accuracy"]), 4),
             "val_accuracy": round(float(logs["val_accuracy"]), 4),
+            "learning_rate": float(self.model.optimizer.learning_rate),
         }
         self.curve.append(point)
         print(json.dumps(point), flush=True)
@@ -168,6 +206,13 @@ def main(argv=None):
         default=float("inf"),
         help="minutes of meta-training at most",
     )
+    parser.add_argument(
+        "--cosine-decay",
+        action="store_true",
+        help="decay the meta learning rate on a half cosine to 0.1 times "
+        "its initial value over the time budget (or --iterations, whichever "
+        "ends first), updated every --eval-every iterations",
+    )
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--validation-episodes", type=int, default=200)
     parser.add_argument("--test-episodes", type=int, default=600)
@@ -243,12 +288,20 @@ def main(argv=None):
     )
     epochs = -(-args.iterations // args.eval_every)
     progress = Progress(args.eval_every, args.time_budget * 60)
+    callbacks = [progress]
+    if args.cosine_decay:
+        callbacks.insert(
+            0,
+            CosineDecayOverBudget(
+                args.iterations, args.eval_every, args.time_budget * 60
+            ),
+        )
     maml.fit(
         train,
         validation_data=val,
         epochs=epochs,
         verbose=0,
-        callbacks=[progress],
+        callbacks=callbacks,
     )
     train_seconds = time.perf_counter() - progress.start
     start = time.perf_counter()
@@ -278,6 +331,9 @@ def main(argv=None):
             "inner_steps": args.inner_steps,
             "inner_learning_rate": args.inner_learning_rate,
             "meta_learning_rate": args.meta_learning_rate,
+            "meta_learning_rate_decay": (
+                "cosine to 0.1x over the run" if args.cosine_decay else None
+            ),
             "classification_loss": "mean cross-entropy",
             "evaluation_inner_steps": args.evaluation_inner_steps,
             "test_inner_steps": args.test_inner_steps,

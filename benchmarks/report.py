@@ -93,6 +93,12 @@ def _setting(record: dict) -> str:
         parts.append("tasks accumulated" if accumulate else "tasks together")
     if record.get("steps_per_execution", 1) > 1:
         parts.append(f"steps_per_execution={record['steps_per_execution']}")
+    if (
+        record["backend"] == "tensorflow"
+        and record.get("jit_compile") is True
+        and _device(record) == "cpu"
+    ):
+        parts.append("XLA")  # `jit_compile=True`; "auto" is off on a CPU
     if record["backend"] == "torch":
         # Older records lack `threads`: PyTorch's default, one per core.
         threads = record.get("threads") or record["cores"]
@@ -325,6 +331,8 @@ def render_compile_time(table: dict[tuple, dict]) -> list[str]:
             continue  # PyTorch runs eagerly: nothing to compile
         if record.get("accumulate_tasks", "auto") != "auto":
             continue  # the task-loop rows of the speed tables
+        if "XLA" in _setting(record):
+            continue  # TensorFlow's default on a CPU is without XLA
         rolled = record.get("inner_loop")
         if rolled is None:  # older records: `unroll_inner_loop` a bool
             rolled = "unrolled" if record.get("unroll_inner_loop") else "rolled"
@@ -381,8 +389,10 @@ def render_omniglot(records: list[dict]) -> str:
         "examples per class. *test accuracy*: `kerameta.meta_test` on 600 "
         "test episodes (15 queries per class) with *test steps* inner steps, "
         "± the 95% confidence interval. A run stops at its iteration count "
-        "or its time budget. *sampler x*: how many times faster the episode "
-        "sampler builds a batch than the meta-step that consumes it.",
+        "or its time budget. *meta-lr*: Adam's learning rate; *cosine*: "
+        "decayed on a half cosine to 0.1 times its value over the time "
+        "budget (`--cosine-decay`). *sampler x*: how many times faster the "
+        "episode sampler builds a batch than the meta-step that consumes it.",
         "",
         "| backend | method | machine | meta-batch | alpha | meta-lr "
         "| test steps | iterations | budget min | train min | median step s "
@@ -406,14 +416,15 @@ def render_omniglot(records: list[dict]) -> str:
             "test_inner_steps", settings["evaluation_inner_steps"]
         )
         method = settings.get("method", "maml")
+        decay = ", cosine" if settings.get("meta_learning_rate_decay") else ""
         if method != "maml":
             verdict = "—"  # the accuracy target is MAML's
         lines.append(
             f"| {record['backend']} | {method} | {machine['cpu']}, "
             f"{machine['cores']} cores | {settings['tasks_per_batch']} "
             f"| {settings['inner_learning_rate']} "
-            f"| {settings.get('meta_learning_rate', 0.001):g} "
-            f"| {test_steps} "
+            f"| {settings.get('meta_learning_rate', 0.001):g}"
+            f"{decay} | {test_steps} "
             f"| {record['iterations']} | {budget if budget else '—'} "
             f"| {record['train_seconds'] / 60:.1f} "
             f"| {record['median_step_seconds']:.2f} "
@@ -429,12 +440,18 @@ def render_omniglot(records: list[dict]) -> str:
             f"alpha {record['settings']['inner_learning_rate']}, "
             f"{record['date']}):",
             "",
-            "| meta-iterations | minutes | validation accuracy |",
-            "|---:|---:|---:|",
+        ]
+        # Runs since the learning-rate decay also record the rate in use.
+        rate = "learning_rate" in record["curve"][0]
+        lines += [
+            "| meta-iterations | minutes | validation accuracy |"
+            + (" meta-lr |" if rate else ""),
+            "|---:|---:|---:|" + ("---:|" if rate else ""),
         ]
         lines += [
             f"| {point['iterations']} | {point['seconds'] / 60:.1f} "
             f"| {point['val_accuracy']:.2%} |"
+            + (f" {point['learning_rate']:.2g} |" if rate else "")
             for point in record["curve"]
         ]
         lines.append("")
