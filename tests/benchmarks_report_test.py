@@ -1,0 +1,134 @@
+"""`benchmarks/report.py` tables and the Omniglot benchmark's decay.
+
+Cheap checks on any backend: TensorFlow's `jit_compile=True` records on a
+CPU get their own *XLA* row (and stay out of the compile-time table,
+which shows the defaults), the Omniglot table says when a run decayed its
+meta learning rate and lists the rate of each validation point, and the
+decay follows its half cosine over whichever of the time budget or the
+iterations runs out first.
+"""
+
+import math
+import pathlib
+import sys
+import types
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import omniglot_maml  # noqa: E402
+import report  # noqa: E402
+
+
+def _speed_record(framework, median, **extra):
+    record = {
+        "run": "r",
+        "date": "2026-12-07T07:00:00+00:00",
+        "problem": "sinusoid",
+        "tasks": 25,
+        "inner_steps": 5,
+        "meta_gradient": "second_order",
+        "device": "cpu",
+        "cpu": "AMD EPYC",
+        "cores": 2,
+        "python": "3.11.7",
+        "versions": {"keras": "3.15.1"},
+        "framework": framework,
+        "backend": "tensorflow" if framework == "kerameta" else "torch",
+        "median_ms": median,
+        "p10_ms": median,
+        "p90_ms": median,
+        "first_step_s": 5.0,
+        "peak_rss_mb": 600.0,
+        "inner_loop": "unrolled",  # TensorFlow's default
+    }
+    return {**record, **extra}
+
+
+def test_tensorflow_xla_records_get_their_own_row():
+    records = [
+        _speed_record("kerameta", 16.0, jit_compile=False),
+        _speed_record("kerameta", 8.0, jit_compile=True, first_step_s=9.0),
+        _speed_record("torch-loop", 160.0),
+    ]
+    text = report.render(records)
+    assert "| tensorflow | default | 16.0 |" in text
+    assert "| tensorflow | XLA | 8.0 |" in text
+    assert "20.0× | ≥ 15×: met" in text
+    assert "10.0× | ≥ 15×: MISSED" in text
+    compile_table = text.split("## Compile time against inner steps")[1]
+    compile_table = compile_table.split("\n## ")[0]
+    assert "| tensorflow | unrolled | 5 | 5.0 | 16.0 |" in compile_table
+    assert "9.0" not in compile_table
+
+
+def _omniglot_record(decay, curve):
+    return {
+        "backend": "jax",
+        "device": "cpu",
+        "date": "2026-12-07T06:04:00+00:00",
+        "machine": {"cpu": "AMD EPYC", "cores": 2},
+        "settings": {
+            "method": "maml",
+            "tasks_per_batch": 16,
+            "inner_learning_rate": 0.4,
+            "meta_learning_rate": 0.003,
+            "meta_learning_rate_decay": decay,
+            "evaluation_inner_steps": 3,
+            "test_inner_steps": 10,
+            "time_budget_minutes": 50.0,
+        },
+        "iterations": curve[-1]["iterations"],
+        "train_seconds": 3000.0,
+        "median_step_seconds": 0.36,
+        "test_accuracy": 0.9592,
+        "test_confidence_interval": 0.0035,
+        "sampler_episodes_per_second": 17901.0,
+        "sampler_speedup_over_step": 399.0,
+        "curve": curve,
+    }
+
+
+def test_omniglot_table_shows_the_decay_and_the_rates():
+    point = {"iterations": 250, "seconds": 99.7, "val_accuracy": 0.7259}
+    constant = _omniglot_record(None, [point])
+    decayed = _omniglot_record(
+        "cosine to 0.1x over the run", [{**point, "learning_rate": 0.003}]
+    )
+    text = report.render_omniglot([constant, decayed])
+    assert "| 0.003 | 10 | 250 |" in text  # the constant rate
+    assert "| 0.003, cosine | 10 | 250 |" in text
+    assert "95.92% ± 0.35% | ≥ 95%: met" in text
+    assert "| 250 | 1.7 | 72.59% |\n" in text  # no rate recorded
+    assert "| 250 | 1.7 | 72.59% | 0.003 |" in text
+
+
+class _Optimizer:
+    learning_rate = 0.003
+
+
+@pytest.mark.parametrize(
+    "epoch,elapsed,expected",
+    [
+        (0, 0.0, 1.0),  # the initial rate
+        (2, 0.0, 0.55),  # half the iterations: halfway down the cosine
+        (1, 50.0, 0.55),  # half the time budget, fewer iterations
+        (4, 0.0, 0.1),  # the iterations are done: the floor
+        (1, 500.0, 0.1),  # past the budget: the floor, no further
+    ],
+)
+def test_cosine_decay_follows_time_or_iterations(
+    monkeypatch, epoch, elapsed, expected
+):
+    decay = omniglot_maml.CosineDecayOverBudget(
+        iterations=400, iterations_per_epoch=100, budget_seconds=100.0
+    )
+    decay.set_model(types.SimpleNamespace(optimizer=_Optimizer()))
+    clock = iter([1000.0, 1000.0 + elapsed])
+    monkeypatch.setattr(omniglot_maml.time, "perf_counter", lambda: next(clock))
+    decay.on_train_begin()
+    decay.on_epoch_begin(epoch)
+    rate = decay.model.optimizer.learning_rate
+    assert math.isclose(rate, 0.003 * expected, rel_tol=1e-9)
