@@ -105,6 +105,71 @@ def test_accumulated_tasks_train_as_tasks_together(case):
         )
 
 
+def _evaluate_and_predict(accumulate, monkeypatch, co_learner=False):
+    """`evaluate` logs, `predict` outputs, and whether tasks were mapped."""
+    seed_everything()
+    kwargs = {}
+    if co_learner:
+        kwargs["co_learner"] = kerameta.CoLearner(
+            keras.layers.Dense(WAYS), "features"
+        )
+    meta = kerameta.MAML(
+        _conv_net(),
+        inner_learning_rate=0.1,
+        evaluation_inner_steps=2,
+        vectorize_tasks=False,
+        accumulate_tasks=accumulate,
+        **kwargs,
+    )
+    meta.compile(
+        optimizer=keras.optimizers.SGD(0.3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    mapped = []
+    map_over_tasks = accumulation.seam.map_over_tasks
+
+    def recorded(fn):
+        mapped.append(fn)
+        return map_over_tasks(fn)
+
+    monkeypatch.setattr(accumulation.seam, "map_over_tasks", recorded)
+    x, y = _batch()
+    logs = meta.evaluate(x, y, batch_size=TASKS, verbose=0, return_dict=True)
+    predictions = meta.predict(x, batch_size=TASKS, verbose=0)
+    return logs, predictions, len(mapped)
+
+
+@pytest.mark.parametrize("co_learner", [False, True], ids=["maml", "cml"])
+def test_tasks_evaluated_one_at_a_time_score_as_tasks_together(
+    co_learner, monkeypatch
+):
+    if co_learner and BACKEND == "jax":
+        pytest.skip("CI time: four more compiles; TF and PyTorch run it")
+    together, together_predictions, mapped = _evaluate_and_predict(
+        False, monkeypatch, co_learner
+    )
+    assert mapped == 0
+    one_at_a_time, predictions, mapped = _evaluate_and_predict(
+        True, monkeypatch, co_learner
+    )
+    assert mapped  # traced by the test and predict steps
+    assert one_at_a_time.keys() == together.keys()
+    for name in together:
+        np.testing.assert_allclose(
+            one_at_a_time[name], together[name], rtol=1e-5
+        )
+    np.testing.assert_allclose(
+        predictions, together_predictions, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_auto_evaluates_one_task_at_a_time_where_it_pays(monkeypatch):
+    _, _, mapped = _evaluate_and_predict("auto", monkeypatch)
+    expected = BACKEND in accumulation.EVALUATION_AUTO_BACKENDS
+    assert bool(mapped) == expected
+
+
 def _dense_net():
     return keras.Sequential(
         [

@@ -23,6 +23,9 @@ re-exported, the way Keras picks its `Trainer`:
   differentiated one task at a time (`task` its index, `args` its slices),
   returning `((sum of values, aux stacked), sum of gradients)`; one
   process only (no data parallelism).
+- `map_over_tasks(fn)`: `fn(task, *args) -> outputs` run one task at a
+  time, returning the outputs stacked (evaluation and prediction; nothing
+  differentiates through it).
 - `replica_count()`, `all_replicas_sum(x)` (differentiable),
   `replica_index()`: data parallelism where each replica runs the step on
   its shard of the tasks (TensorFlow's `tf.distribute`); 1, identity and 0
@@ -36,6 +39,8 @@ re-exported, the way Keras picks its `Trainer`:
 import contextlib
 
 import keras
+
+from kerameta.src.backend import task_loop
 
 BACKEND = keras.config.backend()
 
@@ -60,6 +65,11 @@ def fori_loop(lower, upper, body, carry):
     for i in range(lower, upper):
         carry = body(i, carry)
     return carry
+
+
+def map_over_tasks(fn):
+    """A Python loop over the tasks (the eager backends)."""
+    return task_loop.mapped(fn, keras.ops.stack)
 
 
 def replica_count():

@@ -46,6 +46,21 @@ def accumulate_over_tasks(fn):
     return wrapped
 
 
+def map_over_tasks(fn):
+    """A `lax.map` over the tasks: one task's activations live at a time."""
+
+    def wrapped(*task_args):
+        def body(xs):
+            task, args = xs
+            with loop_friendly_ops():  # convolutions in a `while` body
+                return fn(task, *args)
+
+        count = task_args[0].shape[0]
+        return jax.lax.map(body, (jnp.arange(count), list(task_args)))
+
+    return wrapped
+
+
 def recompute(fn, inputs, after):
     inputs = list(inputs)
     anchor = next((a for a in after if a.size), None)

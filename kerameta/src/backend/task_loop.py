@@ -64,3 +64,19 @@ def accumulated(fn, value_and_grad, stack):
         return (value, stack_tasks(auxes, stack)), grads
 
     return wrapped
+
+
+def mapped(fn, stack):
+    """Stacks `fn(task, *args)` over the tasks, one task at a time.
+
+    `task` is the task's index (an `int`) and `args` its slices of the task
+    arguments; the outputs may be structures of tensors.
+    """
+
+    def wrapped(*task_args):
+        count = task_args[0].shape[0]
+        return stack_tasks(
+            [fn(t, *[a[t] for a in task_args]) for t in range(count)], stack
+        )
+
+    return wrapped

@@ -2,12 +2,11 @@
 
 import functools
 
-import numpy as np
 import tensorflow as tf
 
 from kerameta.src import compat
-from kerameta.src.backend import SingleDeviceTrainer
 from kerameta.src.backend import task_loop
+from kerameta.src.backend.tensorflow_data import MetaTrainer  # noqa: F401
 
 
 def _gradient(tape, target, sources, **kwargs):
@@ -27,49 +26,75 @@ def value_and_grad(fn, has_aux=False):
     return wrapped
 
 
-def accumulate_over_tasks(fn):
-    """Task 0 traced as it is, the others in one `tf.while_loop`.
+def _task_major(task_fn, count):
+    """`task_fn(t) -> (sums, outputs)` over `count` tasks, in a loop.
 
-    Two traced copies of a task, not one per task: the loop only sums, so
-    nothing differentiates through it. Eagerly, a Python loop.
+    Task 0 is traced as it is (it gives the outputs' structure and shapes),
+    the others in one `tf.while_loop`: two traced copies of a task, not one
+    per task. Returns the `sums` added over the tasks and the `outputs`
+    stacked. Nothing differentiates through the loop.
     """
+    sums, outputs = task_fn(tf.constant(0))
+    arrays = [
+        tf.TensorArray(x.dtype, size=count, element_shape=x.shape).write(0, x)
+        for x in tf.nest.flatten(outputs)
+    ]
+
+    def body(t, sums, arrays):
+        task_sums, task_outputs = task_fn(t)
+        flat = tf.nest.flatten(task_outputs)
+        return (
+            t + 1,
+            [a + b for a, b in zip(sums, task_sums)],
+            [array.write(t, x) for array, x in zip(arrays, flat)],
+        )
+
+    _, sums, arrays = tf.while_loop(
+        lambda t, *_: t < count,
+        body,
+        (tf.constant(1), list(sums), arrays),
+        maximum_iterations=count - 1,
+    )
+    stacked = [array.stack() for array in arrays]
+    return sums, tf.nest.pack_sequence_as(outputs, stacked)
+
+
+def _loops_in_graph(count):
+    """Whether a task loop runs as `_task_major` (else a Python loop)."""
+    return tf.inside_function() and count >= 3
+
+
+def accumulate_over_tasks(fn):
+    """Task by task in `_task_major`; eagerly, a Python loop."""
     looped = task_loop.accumulated(fn, value_and_grad, tf.stack)
     grad_fn = value_and_grad(fn, has_aux=True)
 
     def wrapped(params, *task_args):
         count = int(task_args[0].shape[0])
-        if not tf.inside_function() or count < 3:
+        if not _loops_in_graph(count):
             return looped(params, *task_args)
-        (value, aux), grads = grad_fn(
-            params, tf.constant(0), *[a[0] for a in task_args]
-        )
-        arrays = [
-            tf.TensorArray(x.dtype, size=count, element_shape=x.shape).write(
-                0, x
-            )
-            for x in tf.nest.flatten(aux)
-        ]
 
-        def body(t, value, grads, arrays):
-            (task_value, aux), task_grads = grad_fn(
-                params, t, *[a[t] for a in task_args]
-            )
-            flat = tf.nest.flatten(aux)
-            return (
-                t + 1,
-                value + task_value,
-                [g + h for g, h in zip(grads, task_grads)],
-                [array.write(t, x) for array, x in zip(arrays, flat)],
-            )
+        def task(t):
+            (value, aux), grads = grad_fn(params, t, *[a[t] for a in task_args])
+            return [value, *grads], aux
 
-        _, value, grads, arrays = tf.while_loop(
-            lambda t, *_: t < count,
-            body,
-            (tf.constant(1), value, list(grads), arrays),
-            maximum_iterations=count - 1,
-        )
-        stacked = [array.stack() for array in arrays]
-        return (value, tf.nest.pack_sequence_as(aux, stacked)), grads
+        (value, *grads), aux = _task_major(task, count)
+        return (value, aux), grads
+
+    return wrapped
+
+
+def map_over_tasks(fn):
+    """Task by task in `_task_major`; eagerly, a Python loop."""
+    looped = task_loop.mapped(fn, tf.stack)
+
+    def wrapped(*task_args):
+        count = int(task_args[0].shape[0])
+        if not _loops_in_graph(count):
+            return looped(*task_args)
+        return _task_major(
+            lambda t: ([], fn(t, *[a[t] for a in task_args])), count
+        )[1]
 
     return wrapped
 
@@ -260,70 +285,3 @@ def all_replicas_sum(x):
 def replica_index():
     context = _replica_context()
     return 0 if context is None else context.replica_id_in_sync_group
-
-
-@functools.cache
-def _indexed_py_dataset(get_tf_dataset):
-    """Keras's `PyDataset` source, with batches read by index in a `map`.
-
-    Keras reads a `PyDataset` through `tf.data.Dataset.from_generator`; once
-    such an iterator has run, every TensorFlow step of the process runs
-    about twice as slowly on a CPU (a Conv-4 meta-step: 3.0 s after it, 6.2
-    s with it; a `map` over the indices with `tf.numpy_function` leaves it
-    at 3.0 s). Same batches, order, shuffling (reshuffled each epoch) and
-    class weights; Keras's own source where it runs workers.
-    """
-
-    def indexed(adapter):
-        dataset = get_tf_dataset(adapter)  # built, never iterated
-        py_dataset, shuffle, enqueued = compat.py_dataset_adapter_settings(
-            adapter
-        )
-        specs = tf.nest.flatten(dataset.element_spec)
-        if enqueued or not all(isinstance(s, tf.TensorSpec) for s in specs):
-            return dataset
-
-        def batch(index):
-            flat = tf.nest.flatten(
-                compat.py_dataset_adapter_batch(adapter, int(index))
-            )
-            if len(flat) != len(specs):
-                raise ValueError(
-                    f"Batch {int(index)} of the PyDataset has {len(flat)} "
-                    f"arrays; its first batches had {len(specs)} "
-                    f"({dataset.element_spec}). Return the same structure "
-                    "from every `__getitem__`."
-                )
-            return [np.asarray(array) for array in flat]
-
-        def element(index):
-            flat = tf.numpy_function(batch, [index], [s.dtype for s in specs])
-            flat = [tf.ensure_shape(t, s.shape) for t, s in zip(flat, specs)]
-            return tf.nest.pack_sequence_as(dataset.element_spec, flat)
-
-        count = py_dataset.num_batches
-        if count is None:  # endless, in order (as Keras's generator)
-            indices = tf.data.Dataset.counter()
-        else:
-            indices = tf.data.Dataset.range(count)
-            if shuffle:
-                indices = indices.shuffle(count, reshuffle_each_iteration=True)
-        return indices.map(element).prefetch(tf.data.AUTOTUNE)
-
-    return indexed
-
-
-class MetaTrainer(SingleDeviceTrainer):
-    """`fit`, `evaluate`, `predict` read `PyDataset`s by index (see above)."""
-
-    def fit(self, *args, **kwargs):
-        with compat.swap_py_dataset_tf_source(_indexed_py_dataset):
-            return super().fit(*args, **kwargs)
-
-    def evaluate(self, *args, **kwargs):
-        with compat.swap_py_dataset_tf_source(_indexed_py_dataset):
-            return super().evaluate(*args, **kwargs)
-
-    def predict(self, *args, **kwargs):
-        with compat.swap_py_dataset_tf_source(_indexed_py_dataset):
-            return super().predict(*args, **kwargs)

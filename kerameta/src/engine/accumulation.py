@@ -22,6 +22,10 @@ The tasks are independent unless
 
 `MAML(accumulate_tasks=...)` chooses: `"auto"` accumulates independent
 tasks (see `AUTO_BACKENDS`), `True` requires it, `False` never does.
+
+`evaluate` and `predict` follow the same option: independent tasks are
+adapted and scored one task at a time (`seam.map_over_tasks`) with `True`,
+and with `"auto"` where that is what pays (`EVALUATION_AUTO_BACKENDS`).
 """
 
 import dataclasses
@@ -33,6 +37,7 @@ from keras import ops
 from kerameta.src import backend as seam
 from kerameta.src.engine.adaptation import Components
 from kerameta.src.engine.adaptation import check_num_tasks
+from kerameta.src.engine.objective import adapted_query_predictions
 from kerameta.src.engine.objective import meta_objective
 from kerameta.src.episodes import Episode
 
@@ -48,6 +53,13 @@ OPTIONS = ("auto", True, False)
 #: first step of 12-14 s against 84-100 s (every task traced). It was
 #: 12.9 s against 7.7 s when each task was traced.
 AUTO_BACKENDS = ("jax", "tensorflow", "torch")
+
+#: The backends where `"auto"` evaluates and predicts independent tasks one
+#: at a time. TensorFlow traces a task loop once per task otherwise: the
+#: first `evaluate` of a Conv-4 on 20 tasks with 3 inner steps took 84 s
+#: (2-core CPU, 2026-12-07). JAX already runs looped tasks in a `lax.map`
+#: and PyTorch compiles nothing.
+EVALUATION_AUTO_BACKENDS = ("tensorflow",)
 
 
 def check_option(option: Any) -> None:
@@ -123,6 +135,104 @@ def resolve(option: Any, parts: Components) -> bool:
     return option is True or seam.BACKEND in AUTO_BACKENDS
 
 
+def resolve_evaluation(option: Any, parts: Components) -> bool:
+    """Whether a test or predict step runs one task at a time.
+
+    Never an error: a `True` that cannot accumulate was refused when the
+    meta-model was built or first trained.
+    """
+    if option is False:
+        return False
+    reasons = reasons_against(
+        parts.gradient_sharing,
+        parts.task_weighting,
+        parts.meta_gradient,
+        parts.vectorize,
+    )
+    if reasons or distribution_reason() is not None:
+        return False
+    return option is True or seam.BACKEND in EVALUATION_AUTO_BACKENDS
+
+
+def _fields(episode: Episode) -> list:
+    fields = [episode.support_x, episode.support_y, episode.query_x]
+    if episode.query_y is not None:
+        fields.append(episode.query_y)
+    return fields
+
+
+def _one_task(parts, episode, task, task_data):
+    """The components and the one-task episode of task `task`."""
+    one = keras.tree.pack_sequence_as(
+        _fields(episode), [ops.expand_dims(a, 0) for a in task_data]
+    )
+    query_y = one[3] if len(one) == 4 else None  # None when predicting
+    task_parts = dataclasses.replace(parts, task=(task, episode.num_tasks))
+    return task_parts, Episode(*one[:3], query_y)
+
+
+def _first(structure):
+    return keras.tree.map_structure(lambda t: t[0], structure)
+
+
+def evaluated(
+    parts: Components,
+    theta: list,
+    non_trainable: list,
+    episode: Episode,
+    inner_steps: int,
+) -> dict:
+    """The aux of `meta_objective(..., training=False)`, task by task."""
+    check_num_tasks(episode.num_tasks)
+
+    def task_outputs(task, *task_data):
+        task_parts, one = _one_task(parts, episode, task, task_data)
+        _, aux = meta_objective(
+            task_parts, theta, non_trainable, one, inner_steps, training=False
+        )
+        return _first((aux["task_losses"], aux["co_losses"], aux["y_pred"]))
+
+    task_losses, co_losses, y_pred = seam.map_over_tasks(task_outputs)(
+        *keras.tree.flatten(_fields(episode))
+    )
+    return _aux(task_losses, co_losses, y_pred)
+
+
+def predicted(
+    parts: Components,
+    theta: list,
+    non_trainable: list,
+    episode: Episode,
+    inner_steps: int,
+):
+    """`adapted_query_predictions`, task by task."""
+    check_num_tasks(episode.num_tasks)
+
+    def task_predictions(task, *task_data):
+        task_parts, one = _one_task(parts, episode, task, task_data)
+        return _first(
+            adapted_query_predictions(
+                task_parts, theta, non_trainable, one, inner_steps
+            )
+        )
+
+    return seam.map_over_tasks(task_predictions)(
+        *keras.tree.flatten(_fields(episode))
+    )
+
+
+def _aux(task_losses, co_losses, y_pred) -> dict:
+    """`meta_objective`'s aux for independent tasks."""
+    return {
+        "task_losses": task_losses,
+        "co_losses": co_losses,
+        "y_pred": y_pred,
+        "batch_means": {},
+        "task_weights": None,
+        "estimator_logs": {},
+    }
+
+
 def accumulated_value_and_grad(
     parts: Components,
     theta: list,
@@ -139,41 +249,17 @@ def accumulated_value_and_grad(
     """
     count = episode.num_tasks
     check_num_tasks(count)
-    fields = [
-        episode.support_x,
-        episode.support_y,
-        episode.query_x,
-        episode.query_y,
-    ]
 
     def task_objective(theta_values, task, *task_data):
-        one = keras.tree.pack_sequence_as(
-            fields, [ops.expand_dims(a, 0) for a in task_data]
-        )
+        task_parts, one = _one_task(parts, episode, task, task_data)
         value, aux = meta_objective(
-            dataclasses.replace(parts, task=(task, count)),
-            theta_values,
-            non_trainable,
-            Episode(*one),
-            inner_steps,
+            task_parts, theta_values, non_trainable, one, inner_steps
         )
-        first = keras.tree.map_structure(
-            lambda t: t[0],
-            (aux["task_losses"], aux["co_losses"], aux["y_pred"]),
-        )
+        first = _first((aux["task_losses"], aux["co_losses"], aux["y_pred"]))
         # Each task weighs 1 / tasks in the whole batch's mean.
         return scale_loss(value / count), first
 
     (objective, stacked), grads = seam.accumulate_over_tasks(task_objective)(
-        theta, *keras.tree.flatten(fields)
+        theta, *keras.tree.flatten(_fields(episode))
     )
-    task_losses, co_losses, y_pred = stacked
-    aux = {
-        "task_losses": task_losses,
-        "co_losses": co_losses,
-        "y_pred": y_pred,
-        "batch_means": {},
-        "task_weights": None,
-        "estimator_logs": {},
-    }
-    return (objective, aux), grads
+    return (objective, _aux(*stacked)), grads

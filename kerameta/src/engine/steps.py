@@ -209,13 +209,23 @@ class MetaSteps:
     def _meta_test_step(self, data):
         episode = self._episode(data, "test")
         theta, non_trainable = self._state_values()
-        _, aux = self._meta_objective(
-            theta,
-            non_trainable,
-            episode,
-            self.evaluation_inner_steps,
-            training=False,
-        )
+        parts = self._components()
+        if accumulation.resolve_evaluation(self.accumulate_tasks, parts):
+            aux = accumulation.evaluated(
+                parts,
+                theta,
+                non_trainable,
+                episode,
+                self.evaluation_inner_steps,
+            )
+        else:
+            _, aux = self._meta_objective(
+                theta,
+                non_trainable,
+                episode,
+                self.evaluation_inner_steps,
+                training=False,
+            )
         logs = self._update_metrics(aux, episode)
         # The estimator's logs describe the meta-gradient: training only.
         for tracker in self._estimator_trackers:
@@ -225,10 +235,20 @@ class MetaSteps:
     def _meta_predict_step(self, data):
         episode = self._episode(data, "predict")
         theta, non_trainable = self._state_values()
-        return keras.tree.map_structure(
-            ops.stop_gradient,
-            self._adapted_query_predictions(theta, non_trainable, episode),
-        )
+        parts = self._components()
+        if accumulation.resolve_evaluation(self.accumulate_tasks, parts):
+            y_pred = accumulation.predicted(
+                parts,
+                theta,
+                non_trainable,
+                episode,
+                self.evaluation_inner_steps,
+            )
+        else:
+            y_pred = self._adapted_query_predictions(
+                theta, non_trainable, episode
+            )
+        return keras.tree.map_structure(ops.stop_gradient, y_pred)
 
     def _update_metrics(self, aux, episode, applied=None):
         # Means over every task of the batch, also under data parallelism

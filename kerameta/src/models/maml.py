@@ -88,9 +88,12 @@ class MAML(MetaModel):
             or all tasks together (`False`). Same meta-gradient either way.
             Needs independent tasks: no gradient sharing, a uniform task
             weighting, tasks not vectorized, one device. `"auto"`
-            accumulates independent tasks on JAX and PyTorch (on
-            TensorFlow, whose graph ran it slower for the same memory,
-            pass `True`). Defaults to `"auto"`.
+            accumulates independent tasks on every backend. `evaluate` and
+            `predict` follow it too: independent tasks are adapted and
+            scored one at a time with `True`, and with `"auto"` on
+            TensorFlow, where it keeps the traced graph one task long (a
+            first Conv-4 `evaluate` of 20 tasks: 85 s down to 7 s); same
+            results. Defaults to `"auto"`.
         **kwargs: `name` and the other `keras.Model` arguments.
 
     Example:
