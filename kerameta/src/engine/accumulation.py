@@ -116,10 +116,8 @@ def check(option: Any, reasons: list[str]) -> None:
         )
 
 
-def resolve(option: Any, parts: Components) -> bool:
-    """Whether this step accumulates; an error if `True` cannot."""
-    if option is False:
-        return False
+def _reasons(parts: Components) -> list[str]:
+    """Why this step's tasks are not independent (empty if they are)."""
     reasons = reasons_against(
         parts.gradient_sharing,
         parts.task_weighting,
@@ -127,8 +125,14 @@ def resolve(option: Any, parts: Components) -> bool:
         parts.vectorize,
     )
     distributed = distribution_reason()
-    if distributed is not None:
-        reasons.append(distributed)
+    return reasons if distributed is None else [*reasons, distributed]
+
+
+def resolve(option: Any, parts: Components) -> bool:
+    """Whether this step accumulates; an error if `True` cannot."""
+    if option is False:
+        return False
+    reasons = _reasons(parts)
     check(option, reasons)
     if reasons:
         return False
@@ -141,15 +145,7 @@ def resolve_evaluation(option: Any, parts: Components) -> bool:
     Never an error: a `True` that cannot accumulate was refused when the
     meta-model was built or first trained.
     """
-    if option is False:
-        return False
-    reasons = reasons_against(
-        parts.gradient_sharing,
-        parts.task_weighting,
-        parts.meta_gradient,
-        parts.vectorize,
-    )
-    if reasons or distribution_reason() is not None:
+    if option is False or _reasons(parts):
         return False
     return option is True or seam.BACKEND in EVALUATION_AUTO_BACKENDS
 

@@ -208,24 +208,13 @@ class MetaSteps:
 
     def _meta_test_step(self, data):
         episode = self._episode(data, "test")
-        theta, non_trainable = self._state_values()
         parts = self._components()
+        args = (parts, *self._state_values(), episode)
+        steps = self.evaluation_inner_steps
         if accumulation.resolve_evaluation(self.accumulate_tasks, parts):
-            aux = accumulation.evaluated(
-                parts,
-                theta,
-                non_trainable,
-                episode,
-                self.evaluation_inner_steps,
-            )
+            aux = accumulation.evaluated(*args, steps)
         else:
-            _, aux = self._meta_objective(
-                theta,
-                non_trainable,
-                episode,
-                self.evaluation_inner_steps,
-                training=False,
-            )
+            _, aux = meta_objective(*args, steps, training=False)
         logs = self._update_metrics(aux, episode)
         # The estimator's logs describe the meta-gradient: training only.
         for tracker in self._estimator_trackers:
@@ -234,20 +223,13 @@ class MetaSteps:
 
     def _meta_predict_step(self, data):
         episode = self._episode(data, "predict")
-        theta, non_trainable = self._state_values()
         parts = self._components()
+        args = (parts, *self._state_values(), episode)
+        steps = self.evaluation_inner_steps
         if accumulation.resolve_evaluation(self.accumulate_tasks, parts):
-            y_pred = accumulation.predicted(
-                parts,
-                theta,
-                non_trainable,
-                episode,
-                self.evaluation_inner_steps,
-            )
+            y_pred = accumulation.predicted(*args, steps)
         else:
-            y_pred = self._adapted_query_predictions(
-                theta, non_trainable, episode
-            )
+            y_pred = adapted_query_predictions(*args, steps)
         return keras.tree.map_structure(ops.stop_gradient, y_pred)
 
     def _update_metrics(self, aux, episode, applied=None):
