@@ -46,11 +46,13 @@ def _batch():
     return x, rng.integers(0, WAYS, (TASKS, 4)).astype("int32")
 
 
-def _train(accumulate, meta_class=kerameta.MAML, co_learner=False, **kwargs):
+def _meta_model(
+    accumulate, meta_class=kerameta.MAML, co_learner=False, metrics=None, **kw
+):
+    """A seeded, compiled meta-model of `_conv_net`."""
     seed_everything()
-    kwargs.setdefault("inner_steps", 2)
     if co_learner:  # built after the seed, as the network
-        kwargs["co_learner"] = kerameta.CoLearner(
+        kw["co_learner"] = kerameta.CoLearner(
             keras.layers.Dense(WAYS), "features"
         )
     meta = meta_class(
@@ -58,12 +60,19 @@ def _train(accumulate, meta_class=kerameta.MAML, co_learner=False, **kwargs):
         inner_learning_rate=0.1,
         vectorize_tasks=False,
         accumulate_tasks=accumulate,
-        **kwargs,
+        **kw,
     )
     meta.compile(
         optimizer=keras.optimizers.SGD(0.3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=metrics,
     )
+    return meta
+
+
+def _train(accumulate, **kwargs):
+    kwargs.setdefault("inner_steps", 2)
+    meta = _meta_model(accumulate, **kwargs)
     x, y = _batch()
     history = meta.fit(x, y, batch_size=TASKS, epochs=2, verbose=0)
     weights = [to_numpy(v) for v in meta.trainable_variables]
@@ -107,24 +116,11 @@ def test_accumulated_tasks_train_as_tasks_together(case):
 
 def _evaluate_and_predict(accumulate, monkeypatch, co_learner=False):
     """`evaluate` logs, `predict` outputs, and whether tasks were mapped."""
-    seed_everything()
-    kwargs = {}
-    if co_learner:
-        kwargs["co_learner"] = kerameta.CoLearner(
-            keras.layers.Dense(WAYS), "features"
-        )
-    meta = kerameta.MAML(
-        _conv_net(),
-        inner_learning_rate=0.1,
-        evaluation_inner_steps=2,
-        vectorize_tasks=False,
-        accumulate_tasks=accumulate,
-        **kwargs,
-    )
-    meta.compile(
-        optimizer=keras.optimizers.SGD(0.3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    meta = _meta_model(
+        accumulate,
+        co_learner=co_learner,
         metrics=["accuracy"],
+        evaluation_inner_steps=2,
     )
     mapped = []
     map_over_tasks = accumulation.seam.map_over_tasks
