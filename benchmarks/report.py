@@ -99,6 +99,8 @@ def _setting(record: dict) -> str:
         and _device(record) == "cpu"
     ):
         parts.append("XLA")  # `jit_compile=True`; "auto" is off on a CPU
+    if record["backend"] == "torch" and record.get("jit_compile") is True:
+        parts.append("torch.compile")
     if record["backend"] == "torch":
         # Older records lack `threads`: PyTorch's default, one per core.
         threads = record.get("threads") or record["cores"]

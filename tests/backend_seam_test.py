@@ -417,9 +417,12 @@ def test_seam_is_small():
     # in one `tf.while_loop` (a Conv-4 first step of 13 s, not 100 s) added
     # 45. Then `map_over_tasks` (evaluation task by task, sharing the TF
     # loop with `accumulate_over_tasks`) added 67, and the PyDataset source
-    # moved to `tensorflow_data.py` (bounded with the kernels, below).
-    assert sum(lines.values()) < 1200, (
-        f"The backend seam should stay under 1200 lines; it has {lines}."
+    # moved to `tensorflow_data.py` (bounded with the kernels, below);
+    # 1200 until `compiled` (PyTorch's `jit_compile=True` compiles the
+    # objective and the update, not the whole step: 19 s, not 128 s, to
+    # compile a sinusoid step) added 34.
+    assert sum(lines.values()) < 1250, (
+        f"The backend seam should stay under 1250 lines; it has {lines}."
     )
 
 

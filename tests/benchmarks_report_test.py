@@ -2,10 +2,10 @@
 
 Cheap checks on any backend: TensorFlow's `jit_compile=True` records on a
 CPU get their own *XLA* row (and stay out of the compile-time table,
-which shows the defaults), the Omniglot table says when a run decayed its
-meta learning rate and lists the rate of each validation point, and the
-decay follows its half cosine over whichever of the time budget or the
-iterations runs out first.
+which shows the defaults), PyTorch's a *torch.compile* row, the Omniglot
+table says when a run decayed its meta learning rate and lists the rate
+of each validation point, and the decay follows its half cosine over
+whichever of the time budget or the iterations runs out first.
 """
 
 import math
@@ -62,6 +62,20 @@ def test_tensorflow_xla_records_get_their_own_row():
     compile_table = compile_table.split("\n## ")[0]
     assert "| tensorflow | unrolled | 5 | 5.0 | 16.0 |" in compile_table
     assert "9.0" not in compile_table
+
+
+def test_torch_compile_records_get_their_own_row():
+    torch = {"backend": "torch", "threads": 1}
+    records = [
+        _speed_record("kerameta", 24.0, jit_compile=False, **torch),
+        _speed_record("kerameta", 8.0, jit_compile=True, **torch),
+        _speed_record("torch-loop", 160.0),
+    ]
+    text = report.render(records)
+    assert "| torch | 1 thread | 24.0 |" in text
+    assert "| torch | torch.compile, 1 thread | 8.0 |" in text
+    assert "20.0× | ≥ 8×: met" in text
+    assert "6.7× | ≥ 8×: MISSED" in text
 
 
 def _omniglot_record(decay, curve):

@@ -351,13 +351,14 @@ def test_train_on_batch_applies_reference_meta_gradient(name, order):
     _train_on_batch_check(name, order, jit_compile=False)
 
 
-@pytest.mark.skipif(
-    BACKEND == "torch",
-    reason="torch.compile takes tens of seconds to compile a second-order "
-    "step (DESIGN.md section 3), beyond this file's time budget",
-)
 @pytest.mark.parametrize("name", ["mlp_tanh", "conv_bn"])
 def test_jit_compiled_train_on_batch_applies_reference_meta_gradient(name):
+    if BACKEND == "torch" and name == "conv_bn":
+        pytest.skip(
+            "torch.compile cannot differentiate twice through the per-task "
+            "loop of channels_last convolutions; compile refuses it "
+            "(errors_test.py)"
+        )
     if BACKEND == "tensorflow" and name == "mlp_tanh":
         pytest.skip(
             "each XLA compile of a second-order step takes ~10 s on TF; the "

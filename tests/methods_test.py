@@ -651,11 +651,6 @@ def test_fit_and_evaluate_log_the_method_diagnostics():
     assert set(plain.fit(x, y, batch_size=4, verbose=0).history) == {"loss"}
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() == "torch",
-    reason="torch.compile takes tens of seconds to compile a second-order "
-    "step (DESIGN.md section 3), beyond this file's time budget",
-)
 def test_compiled_step_equals_eager_step_with_every_switch():
     params, tasks = _case(seed=5, num_tasks=3)
     x, y = _batch(tasks)

@@ -33,6 +33,8 @@ re-exported, the way Keras picks its `Trainer`:
 - `task_shards()`, `check_task_count(num_tasks)`: into how many shards a
   batch's task axis is split, and an error if `num_tasks` do not split
   evenly (JAX under a `keras.distribution`: its batch axis; 1 elsewhere).
+- `compiled(fn, jit_compile)`: `fn`, compiled where the backend compiles
+  parts of a step, not the whole step (PyTorch under `jit_compile=True`).
 - `MetaTrainer`: `train_step` / `test_step` / `predict_step`.
 """
 
@@ -54,6 +56,10 @@ def with_static_task_axis(tensors, num_tasks):
 
 def random_scope(keys):
     return contextlib.nullcontext()  # random ops read the seed states
+
+
+def compiled(fn, jit_compile):
+    return fn  # JAX and TensorFlow compile the whole step
 
 
 def fori_loop(lower, upper, body, carry):

@@ -1,6 +1,7 @@
 """PyTorch side of the seam: `torch.func` in `torch.vmap`, or a task loop."""
 
 import contextlib
+import functools
 
 import keras
 import torch
@@ -18,6 +19,19 @@ def _zeros_for_none(grads, params):
     return [
         torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)
     ]
+
+
+@torch.compile
+def _compiled_call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def compiled(fn, jit_compile):
+    """`fn` under `torch.compile` if `jit_compile` is True (`MetaTrainer`
+    runs the step itself eagerly); eager under data parallelism."""
+    if jit_compile is not True or replica_count() > 1:
+        return fn
+    return functools.partial(_compiled_call, fn)
 
 
 def _local_value_and_grad(fn, has_aux=False):

@@ -81,7 +81,21 @@ def summed_over_replicas(tensors: list) -> list:
 
 
 class MetaTrainer(SingleDeviceTrainer):
-    """The single-device trainer, with the processes kept in step."""
+    """The single-device trainer, with the processes kept in step.
+
+    Under `jit_compile=True` the train step runs eagerly and the engine
+    compiles its parts (`compiled` in torch.py): Keras compiles the whole
+    step, where torch.compile stops at the outer `torch.autograd.grad` and
+    retraces every enclosing frame (a 5-step sinusoid step: 128 s, against
+    19 s). Test and predict steps take no outer gradient: Keras's, whole.
+    """
+
+    def make_train_function(self, force=False):
+        compile_parts, self.jit_compile = self.jit_compile, False
+        try:
+            return super().make_train_function(force)
+        finally:
+            self.jit_compile = compile_parts
 
     def _synchronize_replicas(self):
         if replica_count() == 1 or self.__dict__.get("_replicas_synchronized"):

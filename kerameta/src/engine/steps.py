@@ -191,9 +191,9 @@ class MetaSteps:
                 return scale_loss(value), aux
 
             (objective_value, aux), grads = seam.value_and_grad(
-                objective, has_aux=True
+                seam.compiled(objective, self.jit_compile), has_aux=True
             )(theta)
-        applied = apply_if_finite(
+        applied = seam.compiled(apply_if_finite, self.jit_compile)(
             self.optimizer, self.trainable_variables, objective_value, grads
         )
         if self.gradient_sharing is not None and aux["batch_means"]:
