@@ -62,10 +62,11 @@ class Checkpointed(MetaGradient):
     benchmark, the memory one meta-iteration adds (peak resident memory)
     went from 49 MiB at 1 step to 56 MiB at 20 on JAX (1.12x; XLA's
     buffers: 48.6 and 53.8 MiB), against 81 MiB when every step was
-    stored; on TensorFlow from 46 to 62 MiB (1.34x; 40 and 83 when every
-    step was stored); on PyTorch from 88 to 117 MiB (1.33x; 79 and 147),
-    where the live heap (sampled with `mallinfo2`) is 55 MiB at 1 step
-    and 65 MiB at 8 and the rest is the C allocator's fragmentation.
+    stored; on PyTorch from 31 to 42 MiB (1.35x; 147 MiB at 20 steps when
+    every step was stored), most of the growth the C allocator's
+    fragmentation; on TensorFlow from 41 to 79 MiB (1.9x; 83 when every
+    step was stored): its graph executor keeps more of the recomputed
+    weights alive than the schedule needs (see the benchmarks page).
 
     Works with every backend, vectorized or looped over tasks, with
     Meta-SGD, `adapted_layers` (ANIL), task weighting and the co-learner.
