@@ -120,6 +120,13 @@ predicting or adapting. The meta-gradient is exact (second order) by default.
 optimizer, the loss is the task loss (minimized on the support set by the inner
 loop and on the query set by the outer loop), and the metrics are computed on
 the query predictions after adaptation.
+
+`jit_compile` keeps its Keras default. For a long run of a dense network like
+this one, `jit_compile=True` pays off on TensorFlow (XLA) and on PyTorch
+(`torch.compile`): on a 2-core CPU, the 5-step meta-iteration of this network
+over 25 tasks ran 2.6 times faster on TensorFlow and 4 times faster on
+PyTorch, after a first step of 9 s and of 19-54 s (see the Backends page).
+JAX compiles the step either way.
 """
 
 model = keras.Sequential(
