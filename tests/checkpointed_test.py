@@ -293,6 +293,34 @@ def test_backward_differentiates_each_inner_step_once(
     assert counting.calls == {False: steps + recomputed, True: steps}
 
 
+@pytest.mark.skipif(
+    BACKEND != "torch",
+    reason="eager memory: JAX and TensorFlow compile the step, and their "
+    "compilers free each buffer after its last use (XLA's buffers: below)",
+)
+def test_backward_frees_each_state_once_its_step_is_reversed(monkeypatch):
+    """On PyTorch what Python references stays allocated: the fast weights
+    before a step, stored or recomputed, must be gone once the step is
+    reversed, or memory grows with the steps as if every one were stored."""
+    import weakref
+
+    from kerameta.src import backend as seam
+
+    vjp, reversed_states, alive = seam.vjp, [], []
+
+    def spy(fn, primals, cotangents):
+        alive.append(sum(ref() is not None for ref in reversed_states))
+        cotangents = vjp(fn, primals, cotangents)
+        reversed_states.append(weakref.ref(primals[0]))
+        return cotangents
+
+    monkeypatch.setattr(seam, "vjp", spy)
+    params, tasks = _case()
+    _gradients(_meta_model(params, Checkpointed(checkpoints=2), steps=6), tasks)
+    # Steps 5 to 0, each reversed with no earlier step's weights alive.
+    assert alive == [0] * 6
+
+
 @pytest.mark.parametrize("steps, checkpoints", [(5, 2), (7, 3)])
 def test_recomputed_steps_equal_second_order(steps, checkpoints):
     """Steps recomputed from checkpoints (5 and 7 steps: segments of

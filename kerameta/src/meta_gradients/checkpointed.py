@@ -62,11 +62,11 @@ class Checkpointed(MetaGradient):
     benchmark, the memory one meta-iteration adds (peak resident memory)
     went from 49 MiB at 1 step to 56 MiB at 20 on JAX (1.12x; XLA's
     buffers: 48.6 and 53.8 MiB), against 81 MiB when every step was
-    stored; on PyTorch from 31 to 42 MiB (1.35x; 147 MiB at 20 steps when
+    stored; on PyTorch from 35 to 42 MiB (1.21x; 147 MiB at 20 steps when
     every step was stored), most of the growth the C allocator's
     fragmentation; on TensorFlow from 41 to 79 MiB (1.9x; 83 when every
-    step was stored): its graph executor keeps more of the recomputed
-    weights alive than the schedule needs (see the benchmarks page).
+    step was stored), though it keeps no more copies of the weights than
+    the schedule says (see the benchmarks page).
 
     Works with every backend, vectorized or looped over tasks, with
     Meta-SGD, `adapted_layers` (ANIL), task weighting and the co-learner.
@@ -144,16 +144,18 @@ class Checkpointed(MetaGradient):
         def forward(inputs, constants):
             fast, values = inputs[:num_fast], inputs[num_fast:]
             inner = loop.rebuild(values, constants)
-            checkpoints, losses = [], None
+            states, losses = {}, None
             for step in range(inner_steps):
                 if step in stored:
-                    checkpoints.append(fast)
+                    states[step] = fast
                 losses, fast = self._constant_step(inner, fast, step)
-            return fast, [losses], (checkpoints, values)
+            return fast, [losses], (states, values)
 
         def backward(residuals, constants, cotangents):
-            checkpoints, values = residuals
-            states = dict(zip(schedule.stored, checkpoints))
+            # `states` is the residuals' own dict: popping a state frees it
+            # once its step is reversed (eager PyTorch holds what Python
+            # references; a copy would keep every stored state to the end).
+            states, values = residuals
             value_cotangents = [ops.zeros_like(v) for v in values]
             with seam.second_order_safe():
                 for action, *steps in schedule.actions:
