@@ -66,7 +66,8 @@ class Checkpointed(MetaGradient):
     every step was stored), most of the growth the C allocator's
     fragmentation; on TensorFlow from 41 to 79 MiB (1.9x; 83 when every
     step was stored), though it keeps no more copies of the weights than
-    the schedule says (see the benchmarks page).
+    the schedule says: the growth comes with convolutions and batch
+    normalization (see the benchmarks page).
 
     Works with every backend, vectorized or looped over tasks, with
     Meta-SGD, `adapted_layers` (ANIL), task weighting and the co-learner.
