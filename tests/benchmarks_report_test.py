@@ -47,13 +47,26 @@ def _speed_record(framework, median, **extra):
     return {**record, **extra}
 
 
+def _rendered(default_ms, compiled_ms, **extra):
+    """The report of a default and a `jit_compile=True` kerameta record
+    and the PyTorch loop's (160 ms), all from one run."""
+    return report.render(
+        [
+            _speed_record("kerameta", default_ms, jit_compile=False, **extra),
+            _speed_record(
+                "kerameta",
+                compiled_ms,
+                jit_compile=True,
+                first_step_s=9.0,
+                **extra,
+            ),
+            _speed_record("torch-loop", 160.0),
+        ]
+    )
+
+
 def test_tensorflow_xla_records_get_their_own_row():
-    records = [
-        _speed_record("kerameta", 16.0, jit_compile=False),
-        _speed_record("kerameta", 8.0, jit_compile=True, first_step_s=9.0),
-        _speed_record("torch-loop", 160.0),
-    ]
-    text = report.render(records)
+    text = _rendered(16.0, 8.0)
     assert "| tensorflow | default | 16.0 |" in text
     assert "| tensorflow | XLA | 8.0 |" in text
     assert "20.0× | ≥ 15×: met" in text
@@ -65,13 +78,7 @@ def test_tensorflow_xla_records_get_their_own_row():
 
 
 def test_torch_compile_records_get_their_own_row():
-    torch = {"backend": "torch", "threads": 1}
-    records = [
-        _speed_record("kerameta", 24.0, jit_compile=False, **torch),
-        _speed_record("kerameta", 8.0, jit_compile=True, **torch),
-        _speed_record("torch-loop", 160.0),
-    ]
-    text = report.render(records)
+    text = _rendered(24.0, 8.0, backend="torch", threads=1)
     assert "| torch | 1 thread | 24.0 |" in text
     assert "| torch | torch.compile, 1 thread | 8.0 |" in text
     assert "20.0× | ≥ 8×: met" in text
