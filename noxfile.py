@@ -227,11 +227,12 @@ def benchmarks(session: nox.Session, backend: str) -> None:
     _install_backend(session, backend, "examples")
     if backend != "torch":
         _install_torch_cpu(session)  # the baseline runs in the same process
+    # TensorFlow's oneDNN kernels as the user's machine has them: on by
+    # default on some CPUs, off on others (the tests turn them off).
+    env = _env(backend)
+    del env["TF_ENABLE_ONEDNN_OPTS"]
     session.run(
-        "python",
-        "benchmarks/meta_iteration.py",
-        *session.posargs,
-        env=_env(backend),
+        "python", "benchmarks/meta_iteration.py", *session.posargs, env=env
     )
 
 

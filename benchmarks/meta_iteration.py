@@ -142,7 +142,7 @@ def device_facts(backend: str, memory: bool = False) -> dict[str, object]:
 
         gpus = tf.config.list_physical_devices("GPU")
         if not gpus:
-            return {"device": "cpu"}
+            return {"device": "cpu", "onednn": _tensorflow_onednn()}
         details = tf.config.experimental.get_device_details(gpus[0])
         facts = {
             "device": "gpu",
@@ -165,6 +165,20 @@ def device_facts(backend: str, memory: bool = False) -> dict[str, object]:
         "Expected backend to be one of 'jax', 'tensorflow', 'torch'. "
         f"Received: {backend!r}"
     )
+
+
+def _tensorflow_onednn() -> bool | None:
+    """Whether TensorFlow runs its CPU kernels through oneDNN.
+
+    `TF_ENABLE_ONEDNN_OPTS` decides, and unset its default depends on the
+    CPU (on by default only on some x86 CPUs: off on this benchmark's AMD
+    EPYC). TensorFlow has no public query; `None` if its internal one moved.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def _check_device(args: argparse.Namespace, backend: str) -> None:

@@ -8,6 +8,9 @@ iterations, each framework in its own process:
   XLA:CPU events (one per executed HLO instruction, e.g.
   `convolution.12`) are summed by kind (`convolution`, `fusion`, `copy`,
   ...);
+- kerameta on TensorFlow: `tf.profiler` traces two `train_on_batch`
+  calls; the executor's op events (`op_name:OpType`) are summed by op
+  type (self time);
 - kerameta on PyTorch, and the per-task PyTorch loop of
   `torch_loop_baseline.py`: `torch.profiler` over two iterations, summed by
   ATen operator (self time).
@@ -26,8 +29,11 @@ python benchmarks/profile_conv4.py --report-only
 ```
 
 `KERAS_BACKEND` is set per child process; run it from an environment with
-JAX, PyTorch and Keras installed (e.g. one nox session's), or pass
-`--python-jax` / `--python-torch` for each framework's interpreter.
+JAX, TensorFlow, PyTorch and Keras installed, or pass `--python-jax` /
+`--python-tensorflow` / `--python-torch` for each framework's interpreter.
+TensorFlow runs as the environment sets it up: set
+`TF_ENABLE_ONEDNN_OPTS=1` to profile its oneDNN kernels (off by default
+on some CPUs, this benchmark's among them).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_OUTPUT = HERE / "profile_results.jsonl"
 REPORT = HERE / "PROFILE.md"
-FRAMEWORKS = ("jax", "torch", "torch-loop")
+FRAMEWORKS = ("jax", "tensorflow", "torch", "torch-loop")
 STEPS = 2
 TOP = 8
 
@@ -106,25 +112,84 @@ def hlo_self_seconds(events: list[dict], steps: int) -> dict[str, float]:
     with its self time: a `while` or `conditional` less the instructions
     that ran inside it (nested on the same thread).
     """
-    totals: collections.Counter = collections.Counter()
     threads = collections.defaultdict(list)
     for event in events:
         if event.get("ph") == "X" and "hlo_op" in event.get("args", {}):
-            threads[(event["pid"], event["tid"])].append(event)
-    for thread in threads.values():
-        thread.sort(key=lambda e: (e["ts"], -e["dur"]))
+            threads[(event["pid"], event["tid"])].append(
+                (event["ts"], event["dur"], _kind(event["name"]))
+            )
+    return {
+        kind: us / 1e6 / steps
+        for kind, us in self_times(threads.values()).items()
+    }
+
+
+def self_times(threads) -> collections.Counter:
+    """Total self time per kind: for each thread's `(start, duration,
+    kind)` events, an event's duration less that of the events nested in
+    it."""
+    totals: collections.Counter = collections.Counter()
+    for thread in threads:
         stack = []  # [end, kind, self time] of the enclosing events
-        for event in thread:
-            while stack and stack[-1][0] <= event["ts"]:
-                _, kind, self_time = stack.pop()
-                totals[kind] += self_time
+        events = sorted(thread, key=lambda e: (e[0], -e[1]))
+        for start, duration, kind in events:
+            while stack and stack[-1][0] <= start:
+                _, done, self_time = stack.pop()
+                totals[done] += self_time
             if stack:
-                stack[-1][2] -= event["dur"]
-            end = event["ts"] + event["dur"]
-            stack.append([end, _kind(event["name"]), event["dur"]])
+                stack[-1][2] -= duration
+            stack.append([start + duration, kind, duration])
         for _, kind, self_time in stack:
             totals[kind] += self_time
-    return {kind: us / 1e6 / steps for kind, us in totals.items()}
+    return totals
+
+
+def _tensorflow_profile() -> dict[str, object]:
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    meta, x, y = _conv4_meta_model()
+    for _ in range(2):
+        meta.train_on_batch(x, y)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        tf.profiler.experimental.start(trace_dir)
+        start = time.perf_counter()
+        for _ in range(STEPS):
+            meta.train_on_batch(x, y)
+        wall = (time.perf_counter() - start) / STEPS
+        tf.profiler.experimental.stop()
+        paths = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(pathlib.Path(max(paths)).read_bytes())
+    return {"wall_s": wall, "kinds_s": tf_op_self_seconds(space, STEPS)}
+
+
+def tf_op_self_seconds(space, steps: int) -> dict[str, float]:
+    """Seconds per step in each TensorFlow op type, from an `XSpace`.
+
+    TensorFlow's executor names each op kernel's host event
+    `op_name:OpType`; events of other names (function calls, executor
+    bookkeeping such as `ExecutorState::Process`, the `ParallelFor` work
+    an op hands to other threads) are left out, and an op's self time
+    excludes the ops nested in it (a `While` around its body).
+    """
+    threads = []
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            events = []
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" not in name or "::" in name:
+                    continue  # not an op, e.g. `ExecutorState::Process`
+                kind = name.rsplit(":", 1)[1]
+                if not kind.isidentifier():
+                    continue
+                events.append((event.offset_ps, event.duration_ps, kind))
+            threads.append(events)
+    return {kind: ps / 1e12 / steps for kind, ps in self_times(threads).items()}
 
 
 def _torch_profile(loop: bool) -> dict[str, object]:
@@ -176,6 +241,8 @@ def run_one(framework: str, output: pathlib.Path) -> None:
 
     if framework == "jax":
         result = _jax_profile()
+    elif framework == "tensorflow":
+        result = _tensorflow_profile()
     else:
         result = _torch_profile(loop=framework == "torch-loop")
     record = {
@@ -185,6 +252,8 @@ def run_one(framework: str, output: pathlib.Path) -> None:
         **result,
         **meta_iteration.machine_facts(),
     }
+    if framework == "tensorflow":
+        record["onednn"] = meta_iteration.device_facts(framework).get("onednn")
     with output.open("a") as f:
         f.write(json.dumps(record) + "\n")
     print(f"{framework}: {result['wall_s']:.2f} s per profiled iteration")
@@ -199,8 +268,11 @@ def report(records: list[dict]) -> str:
         "Conv-4 case of the speed table (32 tasks, 5-way 1-shot, one inner "
         "step, second order), profiled after two warm-up iterations. "
         "Seconds per meta-iteration in the largest kinds of work: XLA:CPU "
-        "instructions by kind on JAX, ATen operators (self time) on "
-        "PyTorch. *wall* is a profiled iteration's time.",
+        "instructions by kind on JAX, op types (self time) on TensorFlow, "
+        "ATen operators (self time) on PyTorch. *wall* is a profiled "
+        "iteration's time. TensorFlow runs independent ops side by side "
+        "on its executor's threads, so its profiled seconds, summed over "
+        "those threads, can exceed its wall time.",
         "",
     ]
     for framework in FRAMEWORKS:
@@ -211,9 +283,12 @@ def report(records: list[dict]) -> str:
         total = sum(record["kinds_s"].values())
         title = {
             "jax": "kerameta, JAX",
+            "tensorflow": "kerameta, TensorFlow",
             "torch": "kerameta, PyTorch",
             "torch-loop": "per-task PyTorch loop",
         }[framework]
+        if record.get("onednn"):
+            title += " (oneDNN)"
         lines += [
             f"## {title}: wall {record['wall_s']:.2f} s, profiled "
             f"{total:.2f} s",
@@ -240,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--python-jax", default=sys.executable)
+    parser.add_argument("--python-tensorflow", default=sys.executable)
     parser.add_argument("--python-torch", default=sys.executable)
     args = parser.parse_args(argv)
     output = pathlib.Path(args.output)
@@ -248,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.report_only:
         for framework in FRAMEWORKS:
-            backend = "jax" if framework == "jax" else "torch"
+            backend = "torch" if framework == "torch-loop" else framework
             python = getattr(args, f"python_{backend}")
             env = dict(os.environ, KERAS_BACKEND=backend)
             subprocess.run(

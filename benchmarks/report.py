@@ -53,6 +53,71 @@ FIRST_STEP_TARGETS = {
     ("conv4", 1, "jax"): 10.0,
     ("conv4", 1, "tensorflow"): 30.0,
 }
+# Why a target is missed, by (problem, inner steps, backend, kind): shown
+# under a table only while one of its rows misses it. Written by hand from
+# the profiles (`profile_conv4.py`, docs/benchmarks.md); date each claim.
+MISS_REASONS: dict[tuple[str, int, str, str], str] = {
+    ("sinusoid", 5, "jax", "speed"): (
+        "`fit` adds little (the jitted step alone took 3.3 ms); most of "
+        "the step is small matrix products batched over the 25 tasks "
+        "(the inner weight gradients, `[25,10,40]ᵀ·[25,10,40]`, about 10"
+        " GFLOP/s), and XLA:CPU's settings moved it only within noise "
+        "(`jax.profiler`, 2026-12-07; docs/benchmarks.md)."
+    ),
+    ("sinusoid", 5, "tensorflow", "speed"): (
+        "without XLA, TensorFlow's executor runs the step as many small "
+        "ops; the *XLA* row (`jit_compile=True`, recommended for dense "
+        "networks on a CPU) meets the target. oneDNN changes it within "
+        "noise (12.5 and 15.3 ms in two runs, 2026-12-07)."
+    ),
+    ("sinusoid", 5, "torch", "speed"): (
+        "eagerly, Keras's `Layer.__call__` took 12 ms of a 41 ms step "
+        "under `cProfile`, the autograd engine 7.6 ms, the guarded "
+        "update's small ops 5.3 ms; the *torch.compile* rows "
+        "(`jit_compile=True`) meet the target."
+    ),
+    ("conv4", 1, "jax", "speed"): (
+        "XLA:CPU's instructions account for 1.1 s of a 2.4 s profiled "
+        "step (`benchmarks/PROFILE.md`), led by YNNPACK fusions (28%) "
+        "and layout copies (16%); the convolution library calls run "
+        "outside its trace. The loop itself ran 2.3–3.2 s in four fresh "
+        "processes within five minutes (2026-12-07), so one run's ratio "
+        "moves by about ±0.2."
+    ),
+    ("conv4", 1, "jax", "first step"): (
+        "only with every task together (`accumulate_tasks=False`, 32 "
+        "tasks traced as one batch); the default accumulates the tasks "
+        "and meets it."
+    ),
+    ("conv4", 1, "tensorflow", "speed"): (
+        "TensorFlow turns oneDNN on by default only on some x86 CPUs, "
+        "not on this one; its own kernels took 3.5 s against 2.5 s with "
+        "`TF_ENABLE_ONEDNN_OPTS=1` (row *oneDNN*: 0.95× a loop that ran "
+        "2.3–3.2 s across processes). With oneDNN the convolutions' "
+        "kernels take more than half of the op time, and batch "
+        "normalization's elementwise derivatives (`Mul`, `Sum`, `Mean`) "
+        "and the max-pool gradients most of the rest "
+        "(`benchmarks/PROFILE.md`); TensorFlow's fused batch norm in "
+        "their place left the step unchanged (2.43 against 2.44 s, "
+        "2026-12-07)."
+    ),
+    ("conv4", 1, "tensorflow", "first step"): (
+        "only under XLA (`jit_compile=True`, whose convolution "
+        "derivatives run as naive loops inside the task loop) and with "
+        "every task together; the default meets it."
+    ),
+    ("conv4", 1, "torch", "speed"): (
+        "Keras's per-call overhead, not the kernels: the operators took "
+        "3.28 s against the loop's 3.41 s (`benchmarks/PROFILE.md`). "
+        "With 4 filters (next to no arithmetic), kerameta's step took "
+        "1.0 s against the loop's 0.38 s in one process, about 20 ms per"
+        " task of `Layer.__call__` and conversions (1152 layer calls per"
+        " meta-iteration), which is the whole gap: 3.35 against 2.73 s "
+        "timed alternately in one process (0.82×, 2026-12-07). "
+        "`jit_compile=True` cannot differentiate channels_last "
+        "convolutions twice."
+    ),
+}
 # The first step at 100 inner steps within this factor of the one at 5.
 FLAT_COMPILE_TARGET = ("jax", 5, 100, 2.0)
 TITLES = {
@@ -71,13 +136,32 @@ def load(path: pathlib.Path) -> list[dict]:
 
 
 def latest(records: list[dict]) -> dict[tuple, dict]:
-    """The last kerameta record of each configuration and setting."""
-    table = {}
+    """The last kerameta record of each configuration and setting.
+
+    Settings compare as they ran: a record that asked for the task or loop
+    mode `"auto"` resolves to (e.g. `accumulate_tasks=True` where `"auto"`
+    accumulates) is the same setting as the defaults, and the later of the
+    two is shown, labelled as it was asked for.
+    """
+    runs = {}
     for record in records:
         if record["framework"] == "kerameta":
-            key = _config(record) + (record["backend"], _setting(record))
-            table[key] = record
-    return table
+            runs[_config(record) + (record["backend"], _ran(record))] = record
+    return {
+        _config(record) + (record["backend"], _setting(record)): record
+        for record in runs.values()
+    }
+
+
+def _ran(record: dict) -> tuple:
+    """What a record ran: its setting, with the task and loop modes as
+    resolved where the record says (older records do not)."""
+    asked = [part for part in _setting(record).split(", ") if part]
+    if "tasks" in record and "inner_loop" in record:
+        modes = ("tasks ", "rolled", "unrolled")
+        asked = [part for part in asked if not part.startswith(modes)]
+        asked += [str(record["tasks"]), record["inner_loop"]]
+    return tuple(asked)
 
 
 def _setting(record: dict) -> str:
@@ -99,6 +183,10 @@ def _setting(record: dict) -> str:
         and _device(record) == "cpu"
     ):
         parts.append("XLA")  # `jit_compile=True`; "auto" is off on a CPU
+    if record["backend"] == "tensorflow" and record.get("onednn"):
+        # Older records lack `onednn`: they ran without it (this CPU's
+        # default; the nox sessions set TF_ENABLE_ONEDNN_OPTS=0).
+        parts.append("oneDNN")
     if record["backend"] == "torch" and record.get("jit_compile") is True:
         parts.append("torch.compile")
     if record["backend"] == "torch":
@@ -129,41 +217,69 @@ def same_run_baseline(records: list[dict], record: dict) -> dict | None:
     return None
 
 
-def _row(record: dict, baseline: dict | None, target: float | None) -> str:
-    speedup = verdict = baseline_ms = "—"
+def _verdicts(
+    record: dict, baseline: dict | None, target: float | None
+) -> list[tuple[str, str, bool]]:
+    """`(kind, text, met)` for each of issue #14's targets `record` has."""
     verdicts = []
     if baseline is not None:
         value = baseline["median_ms"] / record["median_ms"]
-        baseline_ms = f"{baseline['median_ms']:.1f}"
-        speedup = f"{value:.1f}×"
         if target is not None:
-            verdicts.append(
-                f"≥ {target:g}×: {'met' if value >= target else 'MISSED'}"
-            )
+            verdicts.append(("speed", f"≥ {target:g}×", value >= target))
         problem, limit = TORCH_MEMORY_TARGET
         if record["backend"] == "torch" and record["problem"] == problem:
             ratio = record["peak_rss_mb"] / baseline["peak_rss_mb"]
             verdicts.append(
-                f"memory {ratio:.2f}× loop ≤ {limit:g}×: "
-                f"{'met' if ratio <= limit else 'MISSED'}"
+                (
+                    "memory",
+                    f"memory {ratio:.2f}× loop ≤ {limit:g}×",
+                    ratio <= limit,
+                )
             )
     first_limit = FIRST_STEP_TARGETS.get(
         (record["problem"], record["inner_steps"], record["backend"])
     )
     if first_limit is not None:
         met = record["first_step_s"] < first_limit
-        verdicts.append(
-            f"first step < {first_limit:g} s: {'met' if met else 'MISSED'}"
-        )
-    verdict = "; ".join(verdicts) or verdict
+        verdicts.append(("first step", f"first step < {first_limit:g} s", met))
+    return verdicts
+
+
+def _row(record: dict, baseline: dict | None, target: float | None) -> str:
+    speedup = baseline_ms = "—"
+    if baseline is not None:
+        baseline_ms = f"{baseline['median_ms']:.1f}"
+        speedup = f"{baseline['median_ms'] / record['median_ms']:.1f}×"
+    verdict = "; ".join(
+        f"{text}: {'met' if met else 'MISSED'}"
+        for _, text, met in _verdicts(record, baseline, target)
+    )
     setting = _setting(record) or "default"
     return (
         f"| {record['backend']} | {setting} | {record['median_ms']:.1f} "
         f"| {record['p10_ms']:.1f}–{record['p90_ms']:.1f} "
         f"| {record['first_step_s']:.1f} "
         f"| {record['peak_rss_mb']:.0f} | {baseline_ms} | {speedup} "
-        f"| {verdict} |"
+        f"| {verdict or '—'} |"
     )
+
+
+def render_misses(misses: list[tuple]) -> list[str]:
+    """Why each missed target of a table was missed (`MISS_REASONS`).
+
+    `misses` holds `(problem, inner steps, backend, kind)` of the missed
+    verdicts; a miss without a recorded reason says so.
+    """
+    keys = list(dict.fromkeys(misses))
+    if not keys:
+        return []
+    lines = ["Why the misses:", ""]
+    for problem, steps, backend, kind in keys:
+        reason = MISS_REASONS.get(
+            (problem, steps, backend, kind), "no reason recorded yet."
+        )
+        lines.append(f"- *{backend}, {kind}*: {reason}")
+    return lines + [""]
 
 
 def _versions(records: list[dict]) -> str:
@@ -231,17 +347,19 @@ def render(records: list[dict]) -> str:
             "| peak RSS MiB | baseline ms | speed-up | target |",
             "|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
+        misses = []
         for key in _group_keys(table, (problem, steps, estimator)):
             record = table[key]
-            if record is not None:
-                lines.append(
-                    _row(
-                        record,
-                        same_run_baseline(records, record),
-                        TARGETS.get((problem, steps, key[3])),
-                    )
-                )
+            baseline = same_run_baseline(records, record)
+            target = TARGETS.get((problem, steps, key[3]))
+            lines.append(_row(record, baseline, target))
+            misses += [
+                (problem, steps, key[3], kind)
+                for kind, _, met in _verdicts(record, baseline, target)
+                if not met
+            ]
         lines.append("")
+        lines += render_misses(misses)
     return "\n".join(lines + render_compile_time(table) + render_gpu(gpu))
 
 
@@ -333,8 +451,8 @@ def render_compile_time(table: dict[tuple, dict]) -> list[str]:
             continue  # PyTorch runs eagerly: nothing to compile
         if record.get("accumulate_tasks", "auto") != "auto":
             continue  # the task-loop rows of the speed tables
-        if "XLA" in _setting(record):
-            continue  # TensorFlow's default on a CPU is without XLA
+        if {"XLA", "oneDNN"} & set(_setting(record).split(", ")):
+            continue  # TensorFlow's defaults on this CPU: neither
         rolled = record.get("inner_loop")
         if rolled is None:  # older records: `unroll_inner_loop` a bool
             rolled = "unrolled" if record.get("unroll_inner_loop") else "rolled"

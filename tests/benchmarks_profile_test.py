@@ -1,13 +1,15 @@
 """The Conv-4 profile's parsing and report (`benchmarks/profile_conv4.py`).
 
 Cheap checks on synthetic profiler events: an HLO instruction's self time
-excludes the instructions nested in it (a `while` around its body), kinds
+excludes the instructions nested in it (a `while` around its body),
+TensorFlow's ops are summed by type without the executor's bookkeeping, kinds
 group numbered instructions, and the report shows each framework's
 largest kinds with their shares.
 """
 
 import pathlib
 import sys
+import types
 
 import pytest
 
@@ -36,6 +38,58 @@ def test_self_time_excludes_nested_instructions():
     assert seconds == pytest.approx(
         {"while": 15e-6, "convolution": 45e-6, "fusion": 15e-6}
     )
+
+
+def _xplane(lines, plane="/host:CPU"):
+    """A stand-in for TensorFlow's `XSpace`: `lines` of `(name, start ps,
+    duration ps)` events."""
+    names = sorted({name for line in lines for name, _, _ in line})
+    ids = {name: i for i, name in enumerate(names)}
+    return types.SimpleNamespace(
+        planes=[
+            types.SimpleNamespace(
+                name=plane,
+                event_metadata={
+                    i: types.SimpleNamespace(name=n) for n, i in ids.items()
+                },
+                lines=[
+                    types.SimpleNamespace(
+                        events=[
+                            types.SimpleNamespace(
+                                metadata_id=ids[name],
+                                offset_ps=start,
+                                duration_ps=duration,
+                            )
+                            for name, start, duration in line
+                        ]
+                    )
+                    for line in lines
+                ],
+            )
+        ]
+    )
+
+
+def test_tensorflow_ops_are_summed_by_type_without_bookkeeping():
+    ms = 10**9  # picoseconds
+    space = _xplane(
+        [
+            [
+                ("ExecutorState::Process", 0, 100 * ms),  # bookkeeping
+                ("while/body:While", 0, 60 * ms),  # a loop around two ops
+                ("conv/Conv2D:Conv2D", 10 * ms, 20 * ms),
+                ("grad/Mul:Mul", 30 * ms, 10 * ms),
+                ("ParallelFor", 12 * ms, 5 * ms),  # work handed to threads
+            ],
+            [("conv_1/Conv2D:Conv2D", 0, 40 * ms)],  # another thread
+        ]
+    )
+    seconds = profile_conv4.tf_op_self_seconds(space, steps=2)
+    assert seconds == pytest.approx(
+        {"While": 0.015, "Conv2D": 0.03, "Mul": 0.005}
+    )
+    device = _xplane([[("conv/Conv2D:Conv2D", 0, ms)]], plane="/device:GPU:0")
+    assert profile_conv4.tf_op_self_seconds(device, steps=1) == {}
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,10 @@ CPU get their own *XLA* row (and stay out of the compile-time table,
 which shows the defaults), PyTorch's a *torch.compile* row, the Omniglot
 table says when a run decayed its meta learning rate and lists the rate
 of each validation point, and the decay follows its half cosine over
-whichever of the time budget or the iterations runs out first.
+whichever of the time budget or the iterations runs out first. TensorFlow's
+oneDNN records get a *oneDNN* row; a record that asked for what `"auto"`
+ran shares the default's row; each missed target is listed under its
+table with its reason, and every miss in the recorded results has one.
 """
 
 import math
@@ -83,6 +86,58 @@ def test_torch_compile_records_get_their_own_row():
     assert "| torch | torch.compile, 1 thread | 8.0 |" in text
     assert "20.0× | ≥ 8×: met" in text
     assert "6.7× | ≥ 8×: MISSED" in text
+
+
+def test_tensorflow_onednn_records_get_their_own_row():
+    text = report.render(
+        [
+            _speed_record("kerameta", 16.0, onednn=False),
+            _speed_record("kerameta", 10.0, onednn=True, run="o"),
+            _speed_record("torch-loop", 160.0, run="o"),
+        ]
+    )
+    assert "| tensorflow | default | 16.0 |" in text
+    assert "| tensorflow | oneDNN | 10.0 |" in text
+    compile_table = text.split("## Compile time against inner steps")[1]
+    assert "10.0" not in compile_table.split("\n## ")[0]
+
+
+def test_an_option_that_ran_as_the_default_shares_its_row():
+    # `accumulate_tasks=True` where "auto" accumulates: one row, the later
+    # record's; "together" is another setting.
+    ran = {"tasks": "accumulated", "inner_loop": "unrolled"}
+    text = report.render(
+        [
+            _speed_record("kerameta", 18.0, accumulate_tasks=True, **ran),
+            _speed_record("kerameta", 16.0, accumulate_tasks="auto", **ran),
+            _speed_record(
+                "kerameta", 20.0, accumulate_tasks=False, tasks="together"
+            ),
+        ]
+    )
+    assert "| tensorflow | default | 16.0 |" in text
+    assert "18.0" not in text
+    assert "| tensorflow | tasks together | 20.0 |" in text
+
+
+def test_each_miss_is_listed_under_its_table_with_its_reason(monkeypatch):
+    key = ("sinusoid", 5, "tensorflow", "speed")
+    monkeypatch.setitem(report.MISS_REASONS, key, "a measured reason.")
+    text = _rendered(16.0, 8.0)  # default missed, XLA met
+    table = text.split("## Compile time")[0]
+    assert "Why the misses:\n\n- *tensorflow, speed*: a measured reason." in (
+        table
+    )
+    monkeypatch.delitem(report.MISS_REASONS, key)
+    assert "- *tensorflow, speed*: no reason recorded yet." in (
+        _rendered(16.0, 8.0)
+    )
+    assert "Why the misses" not in _rendered(8.0, 8.0)  # both met
+
+
+def test_every_miss_in_the_recorded_results_has_a_reason():
+    records = report.load(BENCHMARKS / "results.jsonl")
+    assert "no reason recorded yet" not in report.render(records)
 
 
 def _omniglot_record(decay, curve):
