@@ -36,8 +36,9 @@ with every result: `"device": "cpu"`, or `"gpu"` with `device_name` and
 `peak_device_mb` (the allocator's peak over the whole process); on a
 TensorFlow CPU also `onednn`, whether it ran its oneDNN kernels
 (`TF_ENABLE_ONEDNN_OPTS`, whose default depends on the CPU; the report
-gives those runs a *oneDNN* row). `--device` checks that choice. `benchmarks/gpu.py` runs every problem on every backend's
-GPU build, within a time budget.
+gives those runs a *oneDNN* row). `--device` checks that choice.
+`benchmarks/gpu.py` runs every problem on every backend's GPU build,
+within a time budget.
 """
 
 from __future__ import annotations

@@ -91,15 +91,17 @@ MISS_REASONS: dict[tuple[str, int, str, str], str] = {
     ),
     ("conv4", 1, "tensorflow", "speed"): (
         "TensorFlow turns oneDNN on by default only on some x86 CPUs, "
-        "not on this one; its own kernels took 3.5 s against 2.5 s with "
-        "`TF_ENABLE_ONEDNN_OPTS=1` (row *oneDNN*: 0.95× a loop that ran "
-        "2.3–3.2 s across processes). With oneDNN the convolutions' "
-        "kernels take more than half of the op time, and batch "
-        "normalization's elementwise derivatives (`Mul`, `Sum`, `Mean`) "
-        "and the max-pool gradients most of the rest "
-        "(`benchmarks/PROFILE.md`); TensorFlow's fused batch norm in "
-        "their place left the step unchanged (2.43 against 2.44 s, "
-        "2026-12-07)."
+        "not on this one: its own kernels took 4.2 s, oneDNN's 3.3 s "
+        "(row *oneDNN*, `TF_ENABLE_ONEDNN_OPTS=1`: 0.78× a loop that ran"
+        " 2.3–3.2 s across processes). Since 2026-12-07 the accumulated "
+        "tasks run one after the other, as `accumulate_tasks` promises; "
+        "side by side they used the two cores better (2.5 s with oneDNN,"
+        " 0.95×; 7% in a same-hour A/B) at up to 1.6× the peak memory. "
+        "With oneDNN the convolutions' kernels take more than half of "
+        "the op time, and batch normalization's elementwise derivatives "
+        "(`Mul`, `Sum`, `Mean`) and the max-pool gradients most of the "
+        "rest (`benchmarks/PROFILE.md`); TensorFlow's fused batch norm "
+        "in their place left the step unchanged (2.43 against 2.44 s)."
     ),
     ("conv4", 1, "tensorflow", "first step"): (
         "only under XLA (`jit_compile=True`, whose convolution "
