@@ -64,10 +64,10 @@ class Checkpointed(MetaGradient):
     buffers: 48.6 and 53.8 MiB), against 81 MiB when every step was
     stored; on PyTorch from 35 to 42 MiB (1.21x; 147 MiB at 20 steps when
     every step was stored), most of the growth the C allocator's
-    fragmentation; on TensorFlow from 41 to 79 MiB (1.9x; 83 when every
-    step was stored), though it keeps no more copies of the weights than
-    the schedule says: the growth comes with convolutions and batch
-    normalization (see the benchmarks page).
+    fragmentation; on TensorFlow from 32 to 39 MiB (1.21x; 83 when every
+    step was stored, while its tasks still ran side by side). On a small
+    conv net, TensorFlow's graph optimizer (Grappler) accounts for the
+    growth that is left (see the benchmarks page).
 
     Works with every backend, vectorized or looped over tasks, with
     Meta-SGD, `adapted_layers` (ANIL), task weighting and the co-learner.
